@@ -1,0 +1,155 @@
+"""The run configuration: a YAML file validated on load, so a typo fails before any work starts.
+
+Core sections are declared here; every other top-level key must be the name of a registered
+stage, whose own settings model validates its section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from secure_pipeline.errors import BadInputError
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Section):
+    """Where the training data is, which column is the label, which columns are not features."""
+
+    path: Path | None = None
+    target: str | None = None
+    reference: Path | None = None
+    exclude: tuple[str, ...] = ()
+    sensitive: tuple[str, ...] = ()
+
+
+class GateSettings(_Section):
+    """Which data checks run, and what happens to the rows they flag before training."""
+
+    checks: tuple[str, ...] = ("schema", "label_noise", "poisoning", "pii")
+    on_flagged: Literal["fail", "drop", "warn"] = "fail"
+
+
+class RegistrySettings(_Section):
+    """Registered model name and the alias that promotion moves."""
+
+    model_name: str | None = None
+    alias: str = "champion"
+
+
+class SigningSettings(_Section):
+    """How the model and attestation are signed: an EC key (default) or keyless Sigstore."""
+
+    method: Literal["key", "sigstore"] = "key"
+    private_key: Path | None = None
+    public_key: Path | None = None
+    password_env: str | None = None
+    dev_key_dir: Path = Path("secure-pipeline-dev-keys")
+    identity_token_env: str | None = None
+    use_staging: bool = False
+
+
+class PolicySettings(_Section):
+    """Directory of Rego packs (default: the bundled baseline pack)."""
+
+    dir: Path | None = None
+
+
+class TrackingSettings(_Section):
+    """MLflow tracking server (default: MLFLOW_TRACKING_URI, else MLflow's local sqlite store)."""
+
+    uri: str | None = None
+    experiment: str = "secure-pipeline"
+
+
+class Config(BaseModel):
+    """The whole run configuration. Extra top-level keys are stage sections."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    model_stages: tuple[str, ...] = ("train", "evaluate")
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    seed: int = 0
+    n_jobs: int | None = None
+    source: str = "config"
+
+    def stage_section(self, name: str) -> Mapping[str, Any]:
+        """The raw settings of stage `name` (empty when the file has no such section)."""
+        return (self.model_extra or {}).get(name) or {}
+
+    def stage_sections(self) -> dict[str, Any]:
+        """All stage sections given in the file, by stage name."""
+        return dict(self.model_extra or {})
+
+
+def _describe(error: ValidationError, where: str, model: type[BaseModel]) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        valid = ", ".join(sorted(model.model_fields)) if len(first["loc"]) == 1 else "see the docs"
+        return f"{where}: unknown key '{field}'; valid keys here: {valid}"
+    return f"{where}: '{field}': {first['msg']}; got {first.get('input')!r}"
+
+
+def validate_section(model: type[S], values: Mapping[str, Any], where: str) -> S:
+    """Validate one config section, turning pydantic's error into one `BadInputError` line."""
+    if not isinstance(values, Mapping):
+        raise BadInputError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise BadInputError(_describe(exc, where, model)) from exc
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make relative paths in the file relative to the file's own directory."""
+    for section, keys in {"data": ("path", "reference"), "signing": ("private_key", "public_key", "dev_key_dir"), "policy": ("dir",)}.items():
+        values = raw.get(section)
+        if isinstance(values, dict):
+            for key in keys:
+                if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+                    values[key] = str(base / values[key])
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a YAML config file; no file means all defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: config file not found; pass an existing YAML file to --config") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read config file ({exc})") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise BadInputError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{path}: the config must be a YAML mapping of sections")
+    _resolve_paths(raw, Path(path).resolve().parent)
+    raw["source"] = str(path)
+    config = validate_section(Config, raw, str(path))
+    from secure_pipeline.stage import available_stages
+
+    stages = available_stages()
+    for name in config.stage_sections():
+        if name not in stages:
+            valid = sorted(set(Config.model_fields) - {"source"} | set(stages))
+            raise BadInputError(f"{path}: unknown key '{name}'; valid keys: {', '.join(valid)}")
+    return config
