@@ -1,0 +1,311 @@
+"""PII gate: finds columns that hold direct identifiers, validated value by value with libraries.
+
+A column is PII of kind K when at least `min_match_rate` of a sample of its non-empty values
+validate as K. Validation uses real checks, not look-alike patterns:
+
+- ``email``: email syntax (``email-validator``, without DNS; a strict pattern if it is absent),
+- ``phone``: ``phonenumbers`` parse with the default `region`, then ``is_valid_number``,
+- ``payment_card``: 13-19 digits (spaces or dashes allowed) passing the Luhn check (``stdnum.luhn``),
+- ``iban``: ``stdnum.iban`` (country format and mod-97 check digits),
+- ``ip_address``: IPv4 or IPv6 (``ipaddress``),
+- national identifiers via ``python-stdnum``: ``us_ssn`` (only written as ``123-45-6789`` or
+  ``123 45 6789``: bare 9-digit numbers are mostly valid SSNs by format), ``ca_sin``,
+  ``de_idnr``, ``es_dni``, ``es_nie``, ``fr_nir``, ``it_codice_fiscale``, ``nl_bsn``,
+  ``pl_pesel``, ``br_cpf``, ``in_aadhaar``, ``se_personnummer``.
+
+Text-like columns (strings, objects, categoricals) are checked for every kind. Integer and
+whole-number float columns are only checked for kinds that carry check digits and are all
+digits (payment cards, and the digit-only national IDs); phone numbers are not looked for in
+numeric columns, since most 10-digit integers are valid North American numbers. Boolean and
+date columns, the target column and the columns in `allow_columns` are not checked.
+
+Findings and summaries name columns, kinds and rates only, never the values themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+import phonenumbers
+from pydantic import Field, field_validator
+from stdnum import iban, luhn
+from stdnum.br import cpf
+from stdnum.ca import sin
+from stdnum.de import idnr
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn
+from stdnum.pl import pesel
+from stdnum.se import personnummer
+from stdnum.us import ssn
+
+from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
+
+try:  # a dependency of mlflow's extras, not of secure-pipeline itself
+    import email_validator as _email_validator
+except ImportError:  # pragma: no cover - depends on the environment
+    _email_validator = None
+
+Kind = Literal[
+    "email", "phone", "payment_card", "iban", "ip_address", "us_ssn", "ca_sin", "de_idnr",
+    "es_dni", "es_nie", "fr_nir", "it_codice_fiscale", "nl_bsn", "pl_pesel", "br_cpf",
+    "in_aadhaar", "se_personnummer",
+]
+
+_EMAIL_PATTERN = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+_PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-/]{7,24}$")
+_CARD_CHARS = re.compile(r"^[0-9][0-9 \-]{11,22}[0-9]$")
+_SSN_FORMAT = re.compile(r"^[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}$")
+
+
+def _is_email(value: str) -> bool:
+    if "@" not in value or len(value) > 254 or any(c.isspace() for c in value):
+        return False
+    if _email_validator is None:  # pragma: no cover - depends on the environment
+        return bool(_EMAIL_PATTERN.match(value))
+    try:
+        _email_validator.validate_email(
+            value, check_deliverability=False, globally_deliverable=False, test_environment=True
+        )
+    except (_email_validator.EmailNotValidError, ValueError):
+        return False
+    return True
+
+
+def _phone_checker(region: str) -> Callable[[str], bool]:
+    def is_phone(value: str) -> bool:
+        if not _PHONE_CHARS.match(value) or sum(c.isdigit() for c in value) < 7:
+            return False
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            return False
+        return phonenumbers.is_valid_number(number)
+
+    return is_phone
+
+
+def _is_card(value: str) -> bool:
+    if not _CARD_CHARS.match(value):
+        return False
+    digits = value.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or digits[0] == "0" or len(set(digits)) == 1:
+        return False
+    return luhn.is_valid(digits)
+
+
+def _is_ip(value: str) -> bool:
+    if len(value) < 2 or len(value) > 45 or not (":" in value or value.count(".") == 3):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_us_ssn(value: str) -> bool:
+    return bool(_SSN_FORMAT.match(value)) and ssn.is_valid(value)
+
+
+def _stdnum(module) -> Callable[[str], bool]:
+    def check(value: str) -> bool:
+        try:
+            return bool(module.is_valid(value))
+        except Exception:  # noqa: BLE001 - a validator must never break the scan
+            return False
+
+    return check
+
+
+@dataclass(frozen=True)
+class _Detector:
+    kind: str
+    label: str  # plural noun for summaries
+    numeric: bool  # also applies to integer columns (digit-only, check-digit kinds)
+    check: Callable[[str], bool]
+
+
+def _detectors(region: str) -> list[_Detector]:
+    """All detectors, most specific first (ties in match rate go to the earlier one)."""
+    return [
+        _Detector("email", "email addresses", False, _is_email),
+        _Detector("iban", "IBANs", False, _stdnum(iban)),
+        _Detector("payment_card", "payment card numbers", True, _is_card),
+        _Detector("us_ssn", "US social security numbers", False, _is_us_ssn),
+        _Detector("it_codice_fiscale", "Italian fiscal codes", False, _stdnum(codicefiscale)),
+        _Detector("es_dni", "Spanish DNI numbers", False, _stdnum(dni)),
+        _Detector("es_nie", "Spanish NIE numbers", False, _stdnum(nie)),
+        _Detector("fr_nir", "French social security numbers (NIR)", True, _stdnum(nir)),
+        _Detector("pl_pesel", "Polish PESEL numbers", True, _stdnum(pesel)),
+        _Detector("br_cpf", "Brazilian CPF numbers", True, _stdnum(cpf)),
+        _Detector("de_idnr", "German tax IDs (IdNr)", True, _stdnum(idnr)),
+        _Detector("in_aadhaar", "Aadhaar numbers", True, _stdnum(aadhaar)),
+        _Detector("se_personnummer", "Swedish personal identity numbers", False, _stdnum(personnummer)),
+        _Detector("nl_bsn", "Dutch BSN numbers", True, _stdnum(bsn)),
+        _Detector("ca_sin", "Canadian social insurance numbers", True, _stdnum(sin)),
+        _Detector("phone", "phone numbers", False, _phone_checker(region)),
+        _Detector("ip_address", "IP addresses", False, _is_ip),
+    ]
+
+
+ALL_KINDS: tuple[str, ...] = tuple(d.kind for d in _detectors("US"))
+
+
+class PiiSettings(StageSettings):
+    """`pii:` config section."""
+
+    action: Literal["drop", "fail", "warn"] = "drop"
+    allow_columns: list[str] = []
+    region: str = "US"
+    sample_rows: int = Field(1000, ge=1)
+    min_match_rate: float = Field(0.8, gt=0.0, le=1.0)
+    kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r}; use a two-letter ISO country code such as US, GB or DE")
+        return region
+
+
+def _column_kind(series: pd.Series) -> str | None:
+    """'text', 'numeric' or None (not checked) for a column's dtype."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return None
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        return "text"
+    if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        return "numeric"
+    return None
+
+
+def _as_text(value: object) -> str | None:
+    """A cell as the text a person would have typed; None for missing, boolean or non-scalar cells."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return None
+        text = str(int(value)) if value.is_integer() else repr(value)
+    else:
+        text = str(value).strip()
+    return text or None
+
+
+class PiiStage:
+    """Flags columns holding personal identifiers; by default they are dropped before training."""
+
+    name = "pii"
+    settings_model = PiiSettings
+
+    def __init__(self, settings: PiiSettings) -> None:
+        self.settings = settings
+        chosen = set(settings.kinds)
+        self._detectors = [d for d in _detectors(settings.region) if d.kind in chosen]
+
+    def _sample(self, series: pd.Series, seed: int) -> list[str]:
+        values = series.dropna()
+        if len(values) > self.settings.sample_rows:
+            values = values.sample(self.settings.sample_rows, random_state=seed)
+        texts = (_as_text(v) for v in values.to_numpy(dtype=object))
+        return [t for t in texts if t is not None]
+
+    def _best_match(self, values: list[str], numeric: bool) -> tuple[_Detector, float] | None:
+        """The detector most of `values` validate for, if it reaches `min_match_rate`."""
+        needed = self.settings.min_match_rate * len(values)
+        allowed_misses = len(values) - needed
+        best: tuple[_Detector, float] | None = None
+        for detector in self._detectors:
+            if numeric and not detector.numeric:
+                continue
+            hits = misses = 0
+            for value in values:
+                if detector.check(value):
+                    hits += 1
+                else:
+                    misses += 1
+                    if misses > allowed_misses:
+                        break
+            rate = hits / len(values)
+            if misses <= allowed_misses and rate + 1e-12 >= self.settings.min_match_rate:
+                if best is None or rate > best[1]:
+                    best = (detector, rate)
+        return best
+
+    def run(self, context: Context) -> StageResult:
+        allowed = set(self.settings.allow_columns)
+        found: dict[str, tuple[_Detector, float, int]] = {}
+        checked: list[str] = []
+        columns = [c for c in context.data.columns if c != context.target and str(c) not in allowed]
+        if len(context.data) * len(columns) > 200_000:
+            context.progress(f"pii: checking {len(columns)} columns for personal identifiers")
+        for column in columns:
+            series = context.data[column]
+            if isinstance(series, pd.DataFrame):  # duplicate column names: check each copy alike
+                series = series.iloc[:, 0]
+            kind = _column_kind(series)
+            if kind is None:
+                continue
+            if kind == "numeric" and not any(d.numeric for d in self._detectors):
+                continue
+            values = self._sample(series, context.seed)
+            checked.append(str(column))
+            if not values:
+                continue
+            match = self._best_match(values, numeric=kind == "numeric")
+            if match is not None:
+                found[str(column)] = (match[0], match[1], len(values))
+
+        action = self.settings.action
+        findings = tuple(
+            Finding(
+                reason=f"{detector.label} in {rate:.0%} of {n} sampled values",
+                column=column,
+                score=round(rate, 4),
+                detector=f"pii:{detector.kind}",
+            )
+            for column, (detector, rate, n) in found.items()
+        )
+        pii_columns = list(found)
+        details = {
+            "columns": pii_columns,
+            "kinds": {c: d.kind for c, (d, _, _) in found.items()},
+            "action": action,
+            "drop_columns": pii_columns if action == "drop" else [],
+            "checked_columns": checked,
+            "allowed_columns": sorted(allowed),
+        }
+        metrics = {"pii_columns": float(len(pii_columns)), "columns_checked": float(len(checked))}
+        if not found:
+            return StageResult(
+                name=self.name, status="passed",
+                summary=f"no personal identifiers found in {len(checked)} checked columns",
+                metrics=metrics, details=details,
+            )
+        described = ", ".join(f"{c} ({d.kind})" for c, (d, _, _) in found.items())
+        if action == "drop":
+            status, summary = "warning", f"personal identifiers in {described}; these columns will be dropped before training"
+        elif action == "fail":
+            status = "failed"
+            summary = (f"personal identifiers in {described}; remove the columns, list them in "
+                       "pii.allow_columns, or set pii.action to drop")
+        else:
+            status, summary = "warning", f"personal identifiers in {described}; they are kept (pii.action is warn)"
+        return StageResult(name=self.name, status=status, summary=summary, metrics=metrics,
+                           findings=findings, details=details)
