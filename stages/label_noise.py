@@ -1,0 +1,212 @@
+"""The label-noise gate: rows whose given label disagrees with out-of-sample predictions.
+
+Out-of-sample class probabilities come from scikit-learn's `cross_val_predict` (through joblib,
+so `joblib.parallel_backend("dask")` spreads the folds over a cluster); cleanlab's confident
+learning turns them into the set of likely mislabelled rows and a per-row label quality score.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from secure_pipeline.errors import BadInputError
+from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
+from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
+
+AUTO_LR_MAX_ROWS = 20_000
+MAX_CLASSES = 50  # more distinct integer labels than this reads as a regression target
+
+
+class LabelNoiseSettings(StageSettings):
+    """Settings of the `label_noise` section."""
+
+    model: Literal["logistic_regression", "hist_gradient_boosting", "auto"] = Field(
+        "auto",
+        description="Model giving out-of-sample probabilities; auto = logistic regression below "
+        f"{AUTO_LR_MAX_ROWS:,} rows, else histogram gradient boosting.",
+    )
+    folds: int = Field(5, ge=2, le=50, description="Cross-validation folds (reduced, down to 2, for small classes).")
+    max_issue_rate: float = Field(
+        0.02, ge=0.0, le=1.0, description="Fail when the share of likely mislabelled rows is above this."
+    )
+
+
+def _skip(summary: str, **details: object) -> StageResult:
+    return StageResult(name=LabelNoiseStage.name, status="skipped", summary=summary, details=dict(details))
+
+
+def _regression_like(labels: pd.Series) -> bool:
+    """A numeric target with many distinct values, or with fractional values, is not a class label."""
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        return False
+    values = labels.to_numpy(dtype=float)
+    distinct = labels.nunique()
+    fractional = bool(np.any(values != np.round(values)))
+    return (fractional and distinct > 10) or distinct > MAX_CLASSES
+
+
+def _label_keys(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
+    """Integer codes 0..K-1 for the labels and the original label of each code (JSON-friendly)."""
+    if pd.api.types.is_object_dtype(labels) or pd.api.types.is_string_dtype(labels):
+        # Mixed-type labels (1 and "1") compare as text, so sorting never fails.
+        labels = labels.astype(str)
+    codes, uniques = pd.factorize(labels, sort=True)
+    names = [u.item() if hasattr(u, "item") else u for u in uniques]
+    return codes.astype(int), names
+
+
+def _model(name: str, rows: int, seed: int) -> tuple[str, object]:
+    if name == "auto":
+        name = "logistic_regression" if rows < AUTO_LR_MAX_ROWS else "hist_gradient_boosting"
+    if name == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+
+        return name, LogisticRegression(max_iter=2000)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return name, HistGradientBoostingClassifier(random_state=seed)
+
+
+class LabelNoiseStage:
+    """Find rows whose label is likely wrong with cross-validated probabilities and cleanlab."""
+
+    name = "label_noise"
+    settings_model = LabelNoiseSettings
+
+    def __init__(self, settings: LabelNoiseSettings | None = None) -> None:
+        self.settings = settings or LabelNoiseSettings()
+
+    def run(self, context: Context) -> StageResult:
+        data, target = context.data, context.target
+        if target not in data.columns:
+            raise BadInputError(
+                f"target column '{target}' not found in the data; pass an existing column to --target"
+            )
+        labels_all = data[target]
+        notes: list[str] = []
+        known = labels_all.notna().to_numpy()
+        null_labels = int((~known).sum())
+        if null_labels:
+            notes.append(f"{null_labels} rows with an empty '{target}' left out of the check")
+        labels = labels_all[known]
+        if labels.empty:
+            return _skip(f"skipped: target '{target}' is empty in every row", null_target_rows=null_labels)
+        if _regression_like(labels):
+            return _skip(
+                f"skipped: label noise needs a classification target; '{target}' has "
+                f"{labels.nunique()} distinct numeric values",
+                null_target_rows=null_labels,
+            )
+        codes, class_names = _label_keys(labels)
+        if len(class_names) < 2:
+            return _skip(
+                f"skipped: target '{target}' has a single class ({class_names[0]!r}); nothing to compare",
+                null_target_rows=null_labels,
+            )
+
+        # Feature columns: constant and all-empty columns carry no information.
+        frame = data.loc[known].reset_index(drop=True)
+        usable = [c for c in context.features if frame[c].nunique(dropna=True) > 1]
+        dropped = [c for c in context.features if c not in usable]
+        columns = split_columns(frame, usable)
+        if not columns.used:
+            return _skip(
+                "skipped: no usable feature columns (all are constant, empty, or free text/identifiers)",
+                ignored_columns=[*dropped, *columns.ignored],
+            )
+
+        counts = np.bincount(codes)
+        folds = min(self.settings.folds, int(counts.min()))
+        if folds < 2:
+            rare = [str(class_names[i]) for i in np.flatnonzero(counts < 2)]
+            return _skip(
+                f"skipped: class {', '.join(repr(r) for r in rare)} of '{target}' has a single row; "
+                "cross-validation needs at least 2 rows per class",
+                class_counts={str(n): int(c) for n, c in zip(class_names, counts)},
+            )
+        if folds < self.settings.folds:
+            notes.append(f"folds reduced from {self.settings.folds} to {folds} (smallest class has {counts.min()} rows)")
+
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        model_name, estimator = _model(self.settings.model, len(frame), context.seed)
+        pipeline = with_preprocessing(columns, estimator)
+        X = as_text_categories(frame, columns)
+        context.progress(f"label_noise: {folds}-fold {model_name} over {len(frame):,} rows")
+        started = time.perf_counter()
+        pred_probs = cross_val_predict(
+            pipeline,
+            X,
+            codes,
+            cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=context.seed),
+            method="predict_proba",
+            n_jobs=context.n_jobs,
+        )
+        cv_seconds = time.perf_counter() - started
+        issues = find_label_issues(codes, pred_probs, n_jobs=1)
+        quality = get_label_quality_scores(codes, pred_probs)
+
+        positions = np.flatnonzero(known)  # positions in the original data
+        flagged = np.flatnonzero(issues)
+        flagged = flagged[np.argsort(quality[flagged], kind="stable")]
+        findings = []
+        for i in flagged:
+            given, likely = int(codes[i]), int(np.argmax(pred_probs[i]))
+            findings.append(
+                Finding(
+                    reason=(
+                        f"label {class_names[given]!r} likely wrong: out-of-sample probability "
+                        f"{pred_probs[i, given]:.2f}; model suggests {class_names[likely]!r} "
+                        f"({pred_probs[i, likely]:.2f})"
+                    ),
+                    row=int(positions[i]),
+                    score=float(1.0 - quality[i]),
+                    detector="cleanlab",
+                )
+            )
+        findings.sort(key=lambda f: f.row)
+
+        checked = len(frame)
+        count = len(flagged)
+        rate = count / checked
+        limit = self.settings.max_issue_rate
+        if count == 0:
+            status, verdict = "passed", "no likely label errors"
+        elif rate > limit:
+            status, verdict = "failed", f"{count} likely mislabelled rows ({rate:.1%} > max {limit:.1%})"
+        else:
+            status, verdict = "warning", f"{count} likely mislabelled rows ({rate:.1%}, within max {limit:.1%})"
+        summary = f"{verdict} among {checked:,} rows ({model_name}, {folds}-fold)"
+        if notes:
+            summary += "; " + "; ".join(notes)
+        return StageResult(
+            name=self.name,
+            status=status,
+            summary=summary,
+            metrics={
+                "issue_rate": float(rate),
+                "issues": float(count),
+                "rows": float(checked),
+                "folds": float(folds),
+                "null_target_rows": float(null_labels),
+                "mean_label_quality": float(np.mean(quality)),
+                "cv_seconds": float(cv_seconds),
+            },
+            findings=tuple(findings),
+            details={
+                "model": model_name,
+                "folds": folds,
+                "classes": {str(n): int(c) for n, c in zip(class_names, counts)},
+                "feature_columns": columns.used,
+                "ignored_columns": [*dropped, *columns.ignored],
+                "null_target_rows": null_labels,
+                "notes": notes,
+            },
+        )

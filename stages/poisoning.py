@@ -1,0 +1,673 @@
+"""The poisoning gate: rows an attacker is likely to have injected into the training data.
+
+Four detectors run over the same feature columns and each flagged row gets one finding per
+detector that flagged it:
+
+- ``range``: out-of-range / trigger values, against the trusted reference's ranges when one is
+  given, else robust z-scores on the data (on a log scale for skewed non-negative columns, so a
+  lognormal income is not an alarm).
+- ``density``: isolated rows, by Euclidean kNN distance on standardized features with a
+  data-driven cutoff (median + z·MAD of the log distance). Cosine would be blind to magnitude.
+- ``duplicates``: exact or near duplicate feature vectors with conflicting labels, and
+  duplicate floods (one vector repeated more than ``max_duplicate_copies`` times).
+- ``trigger_cluster``: the backdoor signature, rows sharing an unusual value whose labels are
+  almost all one class while that class is not dominant elsewhere (binomial test, corrected
+  for the number of candidate groups).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from secure_pipeline.errors import BadInputError
+from secure_pipeline.features import MAX_CATEGORIES, FeatureColumns, as_text_categories, make_preprocessor, split_columns
+from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
+
+MIN_ROWS_FOR_STATS = 20  # fewer non-empty values than this: no robust statistics for the column
+SKEW_FOR_LOG = 0.2  # Kelly's quantile skewness above which a non-negative column is judged on a log scale
+MAX_KNN_ROWS = 50_000  # kNN is fitted on a sample of this many distinct rows beyond it
+CLUSTER_ALPHA = 1e-3  # family-wise false-alarm rate of the trigger-cluster test
+MAX_DETAIL_ITEMS = 20
+BLOCK_EDGE_SHARE = 0.5  # kNN-graph edges up to median + 0.5·density_z·MAD (log scale) join rows
+MAX_BLOCK_SHARE = 0.05  # a separate kNN-graph component holding at most this share of rows is a block
+
+
+class PoisoningSettings(StageSettings):
+    """Settings of the `poisoning` section."""
+
+    robust_z: float = Field(8.0, gt=0, description="Flag values whose robust z-score is above this (no reference).")
+    range_margin: float = Field(
+        0.1, ge=0, description="With a reference: flag values outside [min - m·range, max + m·range]."
+    )
+    k: int = Field(10, ge=1, le=200, description="Neighbours for the kNN density detector.")
+    density_z: float = Field(
+        6.0, gt=0, description="Flag rows whose log kNN distance is above median + z·MAD (robust z)."
+    )
+    near_duplicate_distance: float = Field(
+        0.01, ge=0, description="Standardized Euclidean distance below which two rows are near duplicates."
+    )
+    max_duplicate_copies: int = Field(5, ge=1, description="More copies of one feature vector than this is a flood.")
+    min_cluster_size: int = Field(5, ge=2, description="Smallest group of rows sharing a trigger value reported.")
+    cluster_purity: float = Field(0.9, gt=0.5, le=1.0, description="Share of one label that makes a group a trigger cluster.")
+    max_flagged_rate: float = Field(0.01, ge=0, le=1, description="Fail when the share of flagged rows is above this.")
+
+
+@dataclass
+class _Flags:
+    """Findings of one detector, plus what the summary and details need."""
+
+    findings: list[Finding] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> set[int]:
+        return {f.row for f in self.findings if f.row is not None}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isfinite(value) and value == round(value) and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.6g}"
+    if isinstance(value, (np.integer,)):
+        return str(int(value))
+    return str(value)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _numeric(series: pd.Series) -> np.ndarray:
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _kelly_skew(values: np.ndarray) -> float:
+    q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
+    return 0.0 if q90 == q10 else float((q90 + q10 - 2 * q50) / (q90 - q10))
+
+
+def _log_shift(values: np.ndarray) -> float | None:
+    """The shift c of log(x + c) when a column is non-negative and right-skewed in its bulk, else None.
+
+    c is 0 for a strictly positive column and a tenth of the median positive value otherwise, so
+    the transform does not depend on the column's unit (log1p would be linear for values << 1).
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size < MIN_ROWS_FOR_STATS or finite.min() < 0 or _kelly_skew(finite) <= SKEW_FOR_LOG:
+        return None
+    if finite.min() > 0:
+        return 0.0
+    return 0.1 * float(np.median(finite[finite > 0]))
+
+
+def _robust_scale(values: np.ndarray) -> tuple[float, float, str]:
+    """Median and a robust scale (MAD, else IQR); scale 0 means the column is too concentrated."""
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    if mad > 0:
+        return median, 1.4826 * mad, "MAD"
+    q25, q75 = np.quantile(values, [0.25, 0.75])
+    if q75 > q25:
+        return median, float(q75 - q25) / 1.349, "IQR"
+    return median, 0.0, ""
+
+
+def _regression_like(labels: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        return False
+    values = labels.dropna().to_numpy(dtype=float)
+    distinct = labels.nunique()
+    return (bool(np.any(values != np.round(values))) and distinct > 10) or distinct > MAX_CATEGORIES
+
+
+def _label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
+    """Codes 0..K-1 per row (-1 for an empty label) and the label of each code."""
+    if pd.api.types.is_object_dtype(labels) or pd.api.types.is_string_dtype(labels):
+        labels = labels.astype("string").astype(object).where(labels.notna(), None)
+    codes, uniques = pd.factorize(labels, sort=True, use_na_sentinel=True)
+    return codes.astype(int), [_jsonable(u) for u in uniques]
+
+
+def _binomial_tail(successes: int, trials: int, p: float) -> float:
+    from scipy.stats import binom
+
+    return float(binom.sf(successes - 1, trials, p))
+
+
+class PoisoningStage:
+    """Flag rows likely injected by an attacker: triggers, OOD blocks, duplicate floods, backdoors."""
+
+    name = "poisoning"
+    settings_model = PoisoningSettings
+
+    def __init__(self, settings: PoisoningSettings | None = None) -> None:
+        self.settings = settings or PoisoningSettings()
+
+    # ------------------------------------------------------------------ run
+    def run(self, context: Context) -> StageResult:
+        s = self.settings
+        data, target = context.data, context.target
+        if target not in data.columns:
+            raise BadInputError(
+                f"target column '{target}' not found in the data; pass an existing column to --target"
+            )
+        n = len(data)
+        notes: list[str] = []
+        usable = [c for c in context.features if data[c].nunique(dropna=True) > 1]
+        constant = [c for c in context.features if c not in usable]
+        columns = split_columns(data, usable)
+        ignored = [*constant, *columns.ignored]
+        if n == 0 or not columns.used:
+            reason = "the data has no rows" if n == 0 else "no usable feature columns (all constant, empty or free text)"
+            return StageResult(
+                name=self.name, status="skipped", summary=f"skipped: {reason}", details={"ignored_columns": ignored}
+            )
+        if constant:
+            notes.append(f"constant or empty columns ignored: {', '.join(constant)}")
+
+        labels = data[target]
+        use_labels = not _regression_like(labels)
+        codes, class_names = _label_codes(labels) if use_labels else (np.full(n, -1), [])
+        if not use_labels:
+            notes.append(f"'{target}' looks like a regression target: label-based checks skipped")
+        elif len(class_names) < 2:
+            notes.append(f"'{target}' has fewer than 2 classes: label-based checks find nothing")
+
+        shifts = {c: _log_shift(_numeric(data[c])) for c in columns.numeric}
+        log_columns = {c: shift for c, shift in shifts.items() if shift is not None}
+        text = as_text_categories(data, columns)
+
+        context.progress(f"poisoning: range checks over {len(columns.used)} columns")
+        range_flags, range_hits = self._range(data, columns, log_columns, context.reference, notes)
+        context.progress(f"poisoning: duplicates and kNN density over {n:,} rows")
+        group_of, group_rows = self._groups(text)
+        dup_flags, conflict_groups, floods = self._exact_duplicates(group_of, group_rows, codes, class_names)
+        density_flags, near_flags, near_groups = self._density(
+            data, columns, log_columns, group_of, group_rows, codes, class_names, context, notes
+        )
+        dup_flags.findings.extend(near_flags.findings)
+        dup_flags.details["near_conflicting_groups"] = near_groups
+        dup_flags.details["near_conflicts"] = near_flags.details.get("groups", [])
+        cluster_flags, clusters = self._clusters(data, columns, range_hits, codes, class_names)
+
+        detectors = {
+            "range": range_flags,
+            "density": density_flags,
+            "duplicates": dup_flags,
+            "trigger_cluster": cluster_flags,
+        }
+        findings = [f for flags in detectors.values() for f in flags.findings]
+        findings.sort(key=lambda f: (f.row, f.detector or ""))
+        flagged = {f.row for f in findings}
+        rate = len(flagged) / n
+        conflicts = conflict_groups + near_groups
+
+        reasons = []
+        if rate > s.max_flagged_rate:
+            reasons.append(f"{rate:.1%} of rows flagged > max {s.max_flagged_rate:.1%}")
+        if conflicts:
+            reasons.append(f"{conflicts} duplicate group(s) with conflicting labels")
+        if clusters:
+            reasons.append(f"{len(clusters)} trigger cluster(s)")
+        if reasons:
+            status = "failed"
+        elif flagged:
+            status = "warning"
+        else:
+            status = "passed"
+        counts = ", ".join(f"{name} {len(flags.rows)}" for name, flags in detectors.items())
+        if flagged:
+            summary = f"{len(flagged)} of {n:,} rows flagged ({rate:.1%}; {counts})"
+        else:
+            summary = f"no suspicious rows among {n:,}"
+        if reasons:
+            summary += ": " + "; ".join(reasons)
+        if clusters:
+            summary += "; " + "; ".join(c["description"] for c in clusters[:3])
+        if floods:
+            summary += f"; {len(floods)} duplicate flood(s)"
+        if "reference_missing_columns" in range_flags.details:
+            missing = range_flags.details["reference_missing_columns"]
+            summary += f"; not in the reference, so not range-checked: {', '.join(missing)}"
+
+        metrics = {
+            "flagged_rate": float(rate),
+            "flagged": float(len(flagged)),
+            "rows": float(n),
+            **{f"{name}_flagged": float(len(flags.rows)) for name, flags in detectors.items()},
+            "conflicting_duplicate_groups": float(conflicts),
+            "duplicate_floods": float(len(floods)),
+            "trigger_clusters": float(len(clusters)),
+        }
+        details = {
+            "detectors": {
+                name: {"rows": len(flags.rows), **flags.details} for name, flags in detectors.items()
+            },
+            "clusters": clusters,
+            "duplicate_floods": floods[:MAX_DETAIL_ITEMS],
+            "feature_columns": columns.used,
+            "log_scale_columns": sorted(log_columns),
+            "ignored_columns": ignored,
+            "notes": notes,
+        }
+        return StageResult(
+            name=self.name,
+            status=status,
+            summary=summary,
+            metrics=metrics,
+            findings=tuple(findings),
+            details=details,
+        )
+
+    # ------------------------------------------------------------------ (a) range
+    def _range(self, data, columns: FeatureColumns, log_columns, reference, notes):
+        """Out-of-range values; also returns hits (row, column, value, direction) for clustering."""
+        s = self.settings
+        flags = _Flags(details={"mode": "reference" if reference is not None else "robust_z"})
+        hits: list[tuple[int, str, object, str]] = []
+        skipped: dict[str, str] = {}
+        if reference is not None:
+            missing = [c for c in columns.used if c not in reference.columns]
+            if missing:
+                flags.details["reference_missing_columns"] = missing
+                notes.append(f"columns missing from the reference, not range-checked: {', '.join(missing)}")
+        for column in columns.numeric:
+            values = _numeric(data[column])
+            present = np.isfinite(values)
+            if reference is not None:
+                if column not in reference.columns:
+                    continue
+                ref = _numeric(reference[column])
+                ref = ref[np.isfinite(ref)]
+                if ref.size == 0:
+                    skipped[column] = "no numeric values in the reference"
+                    continue
+                lo, hi = float(ref.min()), float(ref.max())
+                span = hi - lo
+                low, high = lo - s.range_margin * span, hi + s.range_margin * span
+                out = present & ((values < low) | (values > high))
+                for row in np.flatnonzero(out):
+                    v = values[row]
+                    direction = "above" if v > high else "below"
+                    excess = (v - hi) if v > high else (lo - v)
+                    score = excess / span if span > 0 else float("inf")
+                    flags.findings.append(
+                        Finding(
+                            reason=f"{column}={_fmt(v)} outside the reference range [{_fmt(lo)}, {_fmt(hi)}]",
+                            row=int(row),
+                            column=column,
+                            score=float(min(score, 1e6)),
+                            detector="range",
+                        )
+                    )
+                    hits.append((int(row), column, data[column].iloc[row], direction))
+                continue
+            finite = values[present]
+            if finite.size < MIN_ROWS_FOR_STATS:
+                skipped[column] = f"fewer than {MIN_ROWS_FOR_STATS} values"
+                continue
+            logged = column in log_columns
+            scaled = np.log(values + log_columns[column]) if logged else values
+            median, scale, how = _robust_scale(scaled[present])
+            if scale == 0:
+                skipped[column] = "too concentrated for a robust z-score (MAD and IQR are 0)"
+                continue
+            with np.errstate(invalid="ignore"):
+                z = np.abs(scaled - median) / scale
+            out = present & (z > s.robust_z)
+            center = np.exp(median) - log_columns[column] if logged else median
+            for row in np.flatnonzero(out):
+                v = values[row]
+                direction = "above" if scaled[row] > median else "below"
+                flags.findings.append(
+                    Finding(
+                        reason=(
+                            f"{column}={_fmt(v)} far {direction} the bulk (median {_fmt(round(center, 6))}, "
+                            f"robust z {z[row]:.1f}{' on log scale' if logged else ''})"
+                        ),
+                        row=int(row),
+                        column=column,
+                        score=float(z[row]),
+                        detector="range",
+                    )
+                )
+                hits.append((int(row), column, data[column].iloc[row], direction))
+        if reference is not None:
+            for column in columns.categorical:
+                if column not in reference.columns:
+                    continue
+                seen = set(reference[column].dropna().astype(str))
+                if not seen or len(seen) > MAX_CATEGORIES:
+                    continue
+                series = data[column]
+                as_text = series.astype("string")
+                new = (series.notna() & ~as_text.isin(seen)).to_numpy(dtype=bool)
+                for row in np.flatnonzero(new):
+                    v = series.iloc[row]
+                    flags.findings.append(
+                        Finding(
+                            reason=f"{column}={_fmt(v)!r} never seen in the reference",
+                            row=int(row),
+                            column=column,
+                            score=1.0,
+                            detector="range",
+                        )
+                    )
+                    hits.append((int(row), column, v, "unseen"))
+        if skipped:
+            flags.details["skipped_columns"] = skipped
+        return flags, hits
+
+    # ------------------------------------------------------------------ (c) duplicates
+    @staticmethod
+    def _groups(text: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Group id of each row by its exact feature vector, and the rows of every group."""
+        hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+        group_of, _ = pd.factorize(hashed)
+        order = np.argsort(group_of, kind="stable")
+        bounds = np.flatnonzero(np.diff(group_of[order])) + 1
+        return group_of, np.split(order, bounds)
+
+    def _exact_duplicates(self, group_of, group_rows, codes, class_names):
+        s = self.settings
+        flags = _Flags()
+        conflicts: list[dict] = []
+        floods: list[dict] = []
+        for rows in group_rows:
+            if rows.size < 2:
+                continue
+            first = int(rows[0])
+            labelled = codes[rows][codes[rows] >= 0]
+            present = np.unique(labelled)
+            if present.size > 1:
+                spread = {str(class_names[c]): int((labelled == c).sum()) for c in present}
+                text = ", ".join(f"{k}: {v}" for k, v in spread.items())
+                conflicts.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
+                for row in rows:
+                    flags.findings.append(
+                        Finding(
+                            reason=f"exact duplicate feature vector in {rows.size} rows (first row {first}) "
+                            f"with conflicting labels ({text})",
+                            row=int(row),
+                            score=1.0,
+                            detector="duplicates",
+                        )
+                    )
+            if rows.size > s.max_duplicate_copies:
+                floods.append({"first_row": first, "copies": int(rows.size)})
+                for row in rows[1:]:
+                    flags.findings.append(
+                        Finding(
+                            reason=f"duplicate flood: feature vector repeated {rows.size} times "
+                            f"(> {s.max_duplicate_copies}; first copy row {first})",
+                            row=int(row),
+                            score=float(rows.size / s.max_duplicate_copies),
+                            detector="duplicates",
+                        )
+                    )
+        flags.details.update(
+            {
+                "conflicting_groups": len(conflicts),
+                "conflicts": conflicts[:MAX_DETAIL_ITEMS],
+                "floods": len(floods),
+            }
+        )
+        return flags, len(conflicts), floods
+
+    # ------------------------------------------------------------------ (b) density (+ near duplicates)
+    def _density(self, data, columns, log_columns, group_of, group_rows, codes, class_names, context, notes):
+        from sklearn.neighbors import NearestNeighbors
+
+        s = self.settings
+        density, near = _Flags(), _Flags()
+        reps = np.array([rows[0] for rows in group_rows])  # one row per distinct feature vector
+        distinct = reps.size
+        if distinct < 3:
+            density.details["skipped"] = "fewer than 3 distinct rows"
+            return density, near, 0
+        frame = data.iloc[reps][list(columns.used)].copy()
+        for column in columns.numeric:
+            values = _numeric(frame[column])
+            frame[column] = np.log(values + log_columns[column]) if column in log_columns else values
+        matrix = make_preprocessor(columns).fit_transform(as_text_categories(frame, columns))
+        matrix = np.asarray(matrix, dtype=float)
+        k = min(s.k, distinct - 1)
+        rng = np.random.default_rng(context.seed)
+        if distinct > MAX_KNN_ROWS:
+            fit_idx = np.sort(rng.choice(distinct, MAX_KNN_ROWS, replace=False))
+            notes.append(f"kNN fitted on a random sample of {MAX_KNN_ROWS:,} of {distinct:,} distinct rows")
+        else:
+            fit_idx = np.arange(distinct)
+        # Trees lose to blocked brute force (BLAS) beyond ~10 dimensions, one-hot columns included.
+        algorithm = "brute" if matrix.shape[1] > 10 else "auto"
+        model = NearestNeighbors(n_neighbors=k + 1, algorithm=algorithm, n_jobs=context.n_jobs)
+        model.fit(matrix[fit_idx])
+        dist, idx = model.kneighbors(matrix)
+        idx = fit_idx[idx]
+        # Drop each point's own entry, or the farthest one for points outside the fitted sample.
+        own = idx == np.arange(distinct)[:, None]
+        drop = own | (~own.any(axis=1)[:, None] & (np.arange(k + 1)[None, :] == k))
+        keep = ~drop
+        dist = dist[keep].reshape(distinct, k)
+        idx = idx[keep].reshape(distinct, k)
+
+        # (b) density: mean distance to the k nearest distinct rows, judged on a log scale.
+        mean_dist = dist.mean(axis=1)
+        log_d = np.log(mean_dist + 1e-12)
+        median = float(np.median(log_d))
+        mad = 1.4826 * float(np.median(np.abs(log_d - median)))
+        if mad > 0:
+            z = (log_d - median) / mad
+            cutoff = float(np.exp(median + s.density_z * mad))
+            for i in np.flatnonzero(z > s.density_z):
+                for row in group_rows[i]:
+                    density.findings.append(
+                        Finding(
+                            reason=f"isolated row: mean distance to {k} nearest neighbours {mean_dist[i]:.2f} "
+                            f"(typical {math.exp(median):.2f}, cutoff {cutoff:.2f}; robust z {z[i]:.1f})",
+                            row=int(row),
+                            score=float(z[i]),
+                            detector="density",
+                        )
+                    )
+            density.details.update({"k": k, "typical_distance": math.exp(median), "cutoff": cutoff})
+            # Injected blocks: a group of rows close to each other but with no neighbour closer than
+            # the cutoff outside the group is a separate component of the kNN graph (edges <= cutoff).
+            edge = float(np.exp(median + BLOCK_EDGE_SHARE * s.density_z * mad))
+            blocks = self._blocks(dist, idx, edge, group_rows, distinct, s.min_cluster_size, notes)
+            flagged_points = {f.row for f in density.findings}
+            for size, rows in blocks:
+                for row in rows:
+                    if int(row) in flagged_points:
+                        continue
+                    density.findings.append(
+                        Finding(
+                            reason=f"isolated block: one of {size} rows forming a cluster apart from the bulk "
+                            f"(no neighbour outside it within {edge:.2f}; typical {math.exp(median):.2f})",
+                            row=int(row),
+                            score=float(s.density_z),
+                            detector="density",
+                        )
+                    )
+            density.details["isolated_blocks"] = [
+                {"rows": size, "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]]} for size, rows in blocks
+            ][:MAX_DETAIL_ITEMS]
+        else:
+            density.details["skipped"] = "kNN distances do not vary (MAD 0)"
+
+        # (c) near duplicates with conflicting labels, among distinct vectors.
+        if s.near_duplicate_distance > 0 and codes.max() >= 1:
+            labels_of = [frozenset(codes[rows][codes[rows] >= 0].tolist()) for rows in group_rows]
+            parent = list(range(distinct))
+
+            def find(a: int) -> int:
+                while parent[a] != a:
+                    parent[a] = parent[parent[a]]
+                    a = parent[a]
+                return a
+
+            close_i, close_j = np.nonzero(dist < s.near_duplicate_distance)
+            for i, j in zip(close_i, idx[close_i, close_j]):
+                parent[find(int(i))] = find(int(j))
+            members: dict[int, list[int]] = defaultdict(list)
+            for i in set(close_i.tolist()) | set(idx[close_i, close_j].tolist()):
+                members[find(i)].append(i)
+            groups = []
+            for group in members.values():
+                labels = frozenset().union(*(labels_of[g] for g in group))
+                if len(group) < 2 or len(labels) < 2:
+                    continue
+                rows = np.sort(np.concatenate([group_rows[g] for g in group]))
+                spread = {str(class_names[c]): int((codes[rows] == c).sum()) for c in sorted(labels)}
+                text = ", ".join(f"{k_}: {v}" for k_, v in spread.items())
+                groups.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
+                for row in rows:
+                    near.findings.append(
+                        Finding(
+                            reason=f"near duplicate of rows {', '.join(str(int(r)) for r in rows[:5] if r != row)} "
+                            f"(distance < {s.near_duplicate_distance:g}) with conflicting labels ({text})",
+                            row=int(row),
+                            score=1.0,
+                            detector="duplicates",
+                        )
+                    )
+            near.details["groups"] = groups[:MAX_DETAIL_ITEMS]
+            return density, near, len(groups)
+        return density, near, 0
+
+    @staticmethod
+    def _blocks(dist, idx, cutoff, group_rows, distinct, min_size, notes) -> list[tuple[int, np.ndarray]]:
+        """Small components of the kNN graph (edges no longer than the cutoff), apart from the bulk."""
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        src, pos = np.nonzero(dist <= cutoff)
+        graph = csr_matrix((np.ones(src.size), (src, idx[src, pos])), shape=(distinct, distinct))
+        _, label = connected_components(graph, directed=False)
+        sizes = np.bincount(label, weights=[rows.size for rows in group_rows]).astype(int)
+        largest = int(np.argmax(sizes))
+        total = int(sizes.sum())
+        small = [c for c in range(sizes.size) if c != largest and min_size <= sizes[c] <= MAX_BLOCK_SHARE * total]
+        if not small:
+            return []
+        if sizes[largest] < 0.5 * total or sum(sizes[c] for c in small) > 2 * MAX_BLOCK_SHARE * total:
+            notes.append("the kNN graph is fragmented (no dominant bulk): isolated-block check skipped")
+            return []
+        blocks = []
+        for c in small:
+            members = np.flatnonzero(label == c)
+            rows = np.sort(np.concatenate([group_rows[m] for m in members]))
+            blocks.append((int(rows.size), rows))
+        return blocks
+
+    # ------------------------------------------------------------------ (d) trigger clusters
+    def _clusters(self, data, columns, range_hits, codes, class_names):
+        s = self.settings
+        flags = _Flags()
+        labelled = codes >= 0
+        if len(class_names) < 2 or labelled.sum() < 2 * s.min_cluster_size:
+            return flags, []
+        candidates: list[tuple[str, np.ndarray, str]] = []  # (description of the shared value, rows, column)
+
+        by_value: dict[tuple[str, str], list[int]] = defaultdict(list)
+        by_side: dict[tuple[str, str], list[int]] = defaultdict(list)
+        shown: dict[tuple[str, str], object] = {}
+        for row, column, value, direction in range_hits:
+            key = (column, _fmt(value))
+            by_value[key].append(row)
+            shown[key] = value
+            by_side[(column, direction)].append(row)
+        for (column, value), rows in by_value.items():
+            candidates.append((f"{column}={value}", np.array(rows), column))
+        for (column, direction), rows in by_side.items():
+            if len({_fmt(data[column].iloc[r]) for r in rows}) > 1:
+                values = _numeric(data[column].iloc[rows]) if direction != "unseen" else None
+                span = (
+                    f"{column} far {direction} the bulk ({_fmt(np.nanmin(values))} to {_fmt(np.nanmax(values))})"
+                    if values is not None and np.isfinite(values).any()
+                    else f"{column} values unseen in the reference"
+                )
+                candidates.append((span, np.array(rows), column))
+
+        # Rare values: uncommon categories, and spikes in columns with many distinct values.
+        n = len(data)
+        for column in columns.used:
+            series = data[column]
+            counts = series.value_counts(dropna=True)
+            if counts.empty:
+                continue
+            if column in columns.categorical:
+                rare = counts[(counts >= s.min_cluster_size) & (counts <= 0.05 * n)]
+            else:
+                if counts.size <= MAX_CATEGORIES:
+                    continue
+                numeric = pd.to_numeric(pd.Series(counts.index), errors="coerce")
+                edge = numeric.isin([numeric.min(), numeric.max()]).to_numpy()  # censoring piles up at the edges
+                spike = (counts >= max(s.min_cluster_size, 10 * float(counts.median()))).to_numpy() & ~edge
+                rare = counts[spike]
+            for value in rare.index:
+                rows = np.flatnonzero((series == value).to_numpy(dtype=bool, na_value=False))
+                candidates.append((f"{column}={_fmt(value)}", rows, column))
+
+        total = np.bincount(codes[labelled], minlength=len(class_names))
+        n_labelled = int(labelled.sum())
+        threshold = CLUSTER_ALPHA / max(len(candidates), 1)
+        clusters: list[dict] = []
+        taken: set[int] = set()
+        for shared, rows, column in candidates:
+            rows = np.array([r for r in rows if r not in taken], dtype=int)
+            group = codes[rows]
+            group = group[group >= 0]
+            if group.size < s.min_cluster_size:
+                continue
+            counts = np.bincount(group, minlength=len(class_names))
+            top = int(np.argmax(counts))
+            purity = counts[top] / group.size
+            if purity < s.cluster_purity:
+                continue
+            rest_n = n_labelled - group.size
+            rest_share = (total[top] - counts[top] + 1) / (rest_n + 2)
+            p_value = _binomial_tail(int(counts[top]), int(group.size), float(rest_share))
+            if p_value >= threshold:
+                continue
+            label = class_names[top]
+            description = (
+                f"backdoor trigger cluster: {rows.size} rows with {shared}, {purity:.0%} labelled {label!r} "
+                f"(vs {rest_share:.0%} elsewhere)"
+            )
+            clusters.append(
+                {
+                    "description": description,
+                    "column": column,
+                    "value": shared,
+                    "rows": int(rows.size),
+                    "label": label,
+                    "purity": float(purity),
+                    "share_elsewhere": float(rest_share),
+                    "p_value": float(p_value),
+                    "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]],
+                }
+            )
+            score = float(min(50.0, -math.log10(max(p_value, 1e-300))))
+            for row in rows:
+                flags.findings.append(
+                    Finding(reason=description, row=int(row), column=column, score=score, detector="trigger_cluster")
+                )
+            taken.update(int(r) for r in rows)
+        flags.details.update({"clusters": len(clusters), "candidates": len(candidates)})
+        return flags, clusters
