@@ -1,0 +1,60 @@
+"""The data gate: run the configured data checks and shape their results as the data report."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from secure_pipeline.config import Config
+from secure_pipeline.stage import Context, Stage, StageResult, load_stage
+
+REPORT_SCHEMA = "secure-pipeline/data-report/v1"
+REQUIRED_CHECKS = ("schema", "label_noise", "poisoning", "pii")
+
+
+def load_checks(config: Config) -> list[Stage]:
+    """Instantiate every data check named in `config.gate.checks`, validating its settings."""
+    return [load_stage(name, config.stage_section(name), source=config.source) for name in config.gate.checks]
+
+
+def run_checks(
+    context: Context, stages: list[Stage], on_result: Callable[[StageResult], None] = lambda result: None
+) -> dict[str, StageResult]:
+    """Run the data checks in order, recording each result in the context, and return them."""
+    for stage in stages:
+        context.progress(f"data gate: {stage.name}")
+        result = stage.run(context)
+        context.results[stage.name] = result
+        on_result(result)
+    return {stage.name: context.results[stage.name] for stage in stages}
+
+
+def check_json(result: StageResult) -> dict[str, Any]:
+    """One check in the contract's shape: status, summary, rows, metrics (+ columns, findings)."""
+    entry: dict[str, Any] = {
+        "status": result.status,
+        "summary": result.summary,
+        "rows": result.rows,
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+    }
+    if result.columns or result.name == "pii":
+        entry["columns"] = result.columns
+    entry["findings"] = [
+        {k: v for k, v in vars(f).items() if v is not None} for f in result.findings
+    ]
+    if result.details:
+        entry["details"] = dict(result.details)
+    return entry
+
+
+def data_report(results: dict[str, StageResult], *, rows: int, dataset_digest: str) -> dict[str, Any]:
+    """The contract's data report; `passed` is false when any check failed."""
+    checks = {name: check_json(result) for name, result in results.items()}
+    for name in REQUIRED_CHECKS:
+        checks.setdefault(name, {"status": "skipped", "summary": "not enabled in gate.checks", "rows": [], "metrics": {}})
+    return {
+        "schema": REPORT_SCHEMA,
+        "passed": not any(c["status"] == "failed" for c in checks.values()),
+        "rows": rows,
+        "dataset_digest": dataset_digest,
+        "checks": checks,
+    }

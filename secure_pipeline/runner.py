@@ -1,0 +1,360 @@
+"""The pipeline runner: loads data, runs the stages, logs every result to MLflow, decides, promotes.
+
+Stages stay free of I/O; this module reads the data, renders progress through a callback, logs to
+MLflow through `tracking`, signs through `signing` and decides through `policy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from secure_pipeline import data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
+from secure_pipeline.config import Config, load_config
+from secure_pipeline.errors import BadInputError
+from secure_pipeline.stage import Context, StageResult, load_stage
+
+Progress = Callable[[str], None]
+ATTESTATION_PREDICATE = "https://secure-pipeline.dev/attestation/model-release/v1"
+DEMO_DIR = Path("secure-pipeline-demo")
+ROW_CHECKS = ("schema", "label_noise", "poisoning")
+
+
+def _silent(message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the caller asked for; anything left None comes from the config file or the demo."""
+
+    config: Path | None = None
+    data: Path | None = None
+    target: str | None = None
+    reference: Path | None = None
+    model_name: str | None = None
+    alias: str | None = None
+    key: Path | None = None
+    policy: Path | None = None
+    tracking_uri: str | None = None
+    demo: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened: the evidence, whether the model was promoted, and where to look in MLflow."""
+
+    evidence: dict[str, Any]
+    promoted: bool
+    model_name: str
+    alias: str
+    version: str | None
+    run_id: str
+    tracking_uri: str
+    public_key: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        decision = self.evidence["policy"]
+        return {
+            "schema": "secure-pipeline/run-result/v1",
+            "promoted": self.promoted,
+            "decision": decision["decision"],
+            "violations": decision["violations"],
+            "model_name": self.model_name,
+            "alias": self.alias,
+            "version": self.version,
+            "run_id": self.run_id,
+            "tracking_uri": self.tracking_uri,
+            "public_key": str(self.public_key) if self.public_key else None,
+            "evidence": self.evidence,
+        }
+
+
+def demo_config() -> Config:
+    """The bundled demo's configuration."""
+    return load_config(Path(str(files("secure_pipeline") / "demo-config.yaml")))
+
+
+def _settings(options: RunOptions) -> tuple[Config, Path, str, Path | None]:
+    """Resolve config, data path, target and reference; the demo fills in what is missing."""
+    use_demo = options.demo is not None or (options.data is None and options.config is None)
+    config = demo_config() if use_demo and options.config is None else load_config(options.config)
+    if use_demo and options.data is None:
+        data = demo.write(DEMO_DIR / "data", options.demo or "clean")
+    else:
+        data = options.data or config.data.path
+    if data is None:
+        raise BadInputError(f"{config.source}: no training data; pass --data FILE or set data.path")
+    target = options.target or config.data.target
+    if not target:
+        raise BadInputError(f"{config.source}: no target column; pass --target COLUMN or set data.target")
+    return config, Path(data), target, options.reference or config.data.reference
+
+
+def _stages_for(config: Config) -> tuple[list[Any], list[Any]]:
+    """Instantiate every stage up front, so a bad stage setting fails before any work."""
+    data_stages = gate.load_checks(config)
+    model_stages = [load_stage(n, config.stage_section(n), source=config.source) for n in config.model_stages]
+    return data_stages, model_stages
+
+
+def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signing.Signer, Path | None]:
+    """The configured signer and matching public key; with none configured, loud development keys."""
+    settings = config.signing
+    if settings.method == "sigstore":
+        token = os.environ.get(settings.identity_token_env) if settings.identity_token_env else None
+        return signing.Signer(method="sigstore", identity_token=token, use_staging=settings.use_staging), None
+    password = signing.password_from_env(settings.password_env)
+    private = key or settings.private_key
+    if private is None:
+        private, public = signing.create_dev_keys(settings.dev_key_dir)
+        progress(
+            f"WARNING: no signing key configured; using DEVELOPMENT keys in {settings.dev_key_dir}/ "
+            f"(public key: {public}). Do not use them in production: set signing.private_key or pass --key."
+        )
+        return signing.Signer(private_key=private), public
+    signer = signing.Signer(private_key=private, password=password)
+    signer.identity()  # fail now on a missing or malformed key
+    return signer, settings.public_key
+
+
+def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    frame = data_io.read_table(data_path)
+    data_io.require_column(frame, target, data_path)
+    ref = data_io.read_table(reference, what="reference") if reference else None
+    return frame, ref
+
+
+def scan_data(
+    data: Path,
+    target: str,
+    *,
+    reference: Path | None = None,
+    config: Config | None = None,
+    progress: Progress = _silent,
+    log_to_mlflow: bool = False,
+) -> dict[str, Any]:
+    """Run the data gate on a CSV/Parquet file and return the contract's data report."""
+    config = config or Config()
+    frame, ref = _read(Path(data), target, reference or config.data.reference)
+    checks = gate.load_checks(config)
+    digest = data_io.file_sha256(Path(data))
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as workdir:
+        context = _context(frame, ref, Path(data), target, config, Path(workdir), progress)
+        if log_to_mlflow:
+            tracking.connect(config.tracking.uri)
+            with tracking.run(config.tracking.experiment, run_name=f"scan-data {Path(data).name}"):
+                tracking.log_dataset(frame, Path(data), digest, target)
+                results = gate.run_checks(context, checks, _logger())
+                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+                tracking.log_json(report_json, f"{tracking.ARTIFACT_DIR}/data-report.json")
+                tracking.set_tags({"data_gate": "passed" if report_json["passed"] else "failed"})
+        else:
+            results = gate.run_checks(context, checks)
+            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+    evidence_doc.validate(report_json, schema_file="data-report-v1.schema.json", source="data report")
+    return report_json
+
+
+def _context(frame: pd.DataFrame, ref: pd.DataFrame | None, path: Path, target: str, config: Config, workdir: Path, progress: Progress) -> Context:
+    missing = [c for c in (*config.data.exclude, *config.data.sensitive) if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"{path}: columns {missing} named in data.exclude/data.sensitive are not in the data; fix the config")
+    return Context(
+        data=frame,
+        target=target,
+        workdir=workdir,
+        reference=ref,
+        data_path=path,
+        feature_exclude=tuple(config.data.exclude),
+        sensitive=tuple(config.data.sensitive),
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+        progress=progress,
+    )
+
+
+def _logger() -> Callable[[StageResult], None]:
+    """Log one stage result to the active MLflow run: namespaced metrics and its findings."""
+
+    def log(result: StageResult) -> None:
+        tracking.log_metrics(result.name, {**result.metrics, "failed": float(result.status == "failed")})
+        if result.findings:
+            tracking.log_json(gate.check_json(result), f"{tracking.ARTIFACT_DIR}/stages/{result.name}.json")
+        for path in result.artifacts.values():
+            tracking.log_file(path, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
+
+    return log
+
+
+def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config: Config) -> tuple[pd.DataFrame, int, list[str]]:
+    """Apply gate.on_flagged to flagged rows and drop the PII columns the pii stage asks to drop."""
+    columns = sorted({c for r in results.values() for c in r.details.get("drop_columns", [])})
+    rows: set[int] = set()
+    if config.gate.on_flagged == "drop":
+        rows = {row for name in ROW_CHECKS if name in results and results[name].status in ("failed", "warning") for row in results[name].rows}
+    kept = frame.drop(index=sorted(rows)).reset_index(drop=True)
+    return kept, len(rows), columns
+
+
+def _trusted_types(model: Any) -> list[str]:
+    """The types skops needs trusted to load this model, each reviewed against the scanner's allowlist."""
+    import skops.io
+
+    types = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = [t for t in types if not scanning.is_allowed_global(*t.rsplit(".", 1))]
+    if refused:
+        raise BadInputError(f"config: the trained model needs untrusted types {refused}; use a scikit-learn estimator")
+    return types
+
+
+def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> RunOutcome:
+    """The whole lifecycle. Everything that can be checked up front is checked before MLflow is touched."""
+    config, data_path, target, reference = _settings(options)
+    model_name = options.model_name or config.registry.model_name or data_path.stem
+    alias = options.alias or config.registry.alias
+    if alias.lower().startswith("v") and alias[1:].isdigit():
+        raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
+    frame, ref = _read(data_path, target, reference)
+    data_stages, model_stages = _stages_for(config)
+    policy_dir = policy.check(options.policy or config.policy.dir)
+    signer, public_key = _signer(config, options.key, progress)
+    dataset_sha = data_io.file_sha256(data_path)
+    uri = tracking.connect(options.tracking_uri or config.tracking.uri)
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(config.tracking.experiment, run_name=model_name) as active:
+        workdir = Path(tmp)
+        log = _logger()
+        tracking.log_params({
+            "data": str(data_path), "target": target, "model_name": model_name, "alias": alias,
+            "on_flagged": config.gate.on_flagged, "checks": ",".join(config.gate.checks),
+            "policy_dir": str(policy_dir), "signing": config.signing.method, "seed": config.seed,
+            **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
+        })
+        tracking.log_dataset(frame, data_path, dataset_sha, target)
+        context = _context(frame, ref, data_path, target, config, workdir, progress)
+        results = gate.run_checks(context, data_stages, log)
+        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
+        tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
+
+        kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
+        train_context = _context(kept, ref, data_path, target, config, workdir, progress)
+        train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
+        for stage in model_stages:
+            progress(f"model: {stage.name}")
+            result = stage.run(train_context)
+            train_context.results[stage.name] = result
+            log(result)
+
+        trained = train_context.results["train"].outputs
+        progress("package: logging the model in skops format")
+        logged = tracking.log_model(trained["model"], _trusted_types(trained["model"]), trained["x_train"].head(5), workdir)
+        progress("package: scanning the served model files")
+        scan = scanning.scan_path(logged.local_copy)
+        signature: dict[str, Any] = {"present": False, "method": config.signing.method, "signer": signer.identity()}
+        model_digest, model_files = _digest_only(logged.local_copy)
+        if scan.clean:
+            progress("sign: signing the model files the artifact store serves")
+            signed = signing.sign_model(logged.local_copy, workdir / "model.sig", signer, ignore=[tracking.REGISTRY_META])
+            tracking.log_file(signed.signature)
+            model_digest, model_files = signed.digest, signed.files
+            signature.update(present=True, bundle=tracking.SIGNATURE_ARTIFACT)
+        if public_key:
+            tracking.log_file(public_key)
+
+        document = {
+            "schema": evidence_doc.SCHEMA,
+            "created": evidence_doc.now(),
+            "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": _redact(uri)},
+            "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
+            "data": data_report,
+            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped},
+            "stages": {name: _stage_json(r) for name, r in train_context.results.items()},
+            "model": {"name": model_name, "model_id": logged.model_id, "uri": logged.uri, "format": "skops",
+                      "digest": model_digest, "files": model_files, "scan": scan.to_json()},
+            "signature": signature,
+            "tools": evidence_doc.tool_versions(),
+        }
+        evidence_doc.validate(document)
+        progress("policy: evaluating the evidence")
+        decision = policy.evaluate(document, policy_dir)
+        document["policy"] = decision.to_json()
+        evidence_bytes = evidence_doc.canonical_bytes(document)
+        evidence_path = workdir / "evidence.json"
+        evidence_path.write_bytes(evidence_bytes)
+        tracking.log_file(evidence_path)
+        tracking.log_text(report.render(document), f"{tracking.ARTIFACT_DIR}/report.html")
+        evidence_sha = f"sha256:{hashlib.sha256(evidence_bytes).hexdigest()}"
+        if signature["present"]:
+            progress("attest: signing the release attestation")
+            attestation = signing.sign_statement(
+                workdir / "attestation.sig", signer, subject_name=model_name, subject_digest=model_digest,
+                predicate_type=ATTESTATION_PREDICATE,
+                predicate={"evidence_sha256": evidence_sha, "dataset_sha256": dataset_sha, "decision": decision.to_json()["decision"],
+                           "policy_digest": decision.policy_digest, "run_id": active.info.run_id, "model_uri": logged.uri,
+                           "metrics": document["stages"].get("evaluate", {}).get("metrics", {}), "tools": document["tools"]},
+            )
+            tracking.log_file(attestation)
+        tags = {"decision": document["policy"]["decision"], "model_digest": model_digest, "dataset_sha256": dataset_sha,
+                "policy_digest": decision.policy_digest, "signer": signature["signer"], "evidence_sha256": evidence_sha}
+        tracking.set_tags(tags)
+        version = None
+        if decision.allow:
+            progress(f"promote: registering {model_name} and moving @{alias}")
+            version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
+                                        _description(document, active.info.run_id), active.info.run_id)
+        return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
+
+
+def _digest_only(model_dir: Path) -> tuple[str, dict[str, str]]:
+    """Digest of an unsigned (unsafe) model, so the evidence still names what was refused."""
+    from model_signing import hashing
+
+    from model_signing._signing.signing import Payload
+
+    manifest = hashing.Config().set_ignored_paths(paths=[tracking.REGISTRY_META]).hash(model_dir)
+    files_ = {rd.identifier: f"{rd.digest.algorithm}:{rd.digest.digest_hex}" for rd in manifest.resource_descriptors()}
+    return f"sha256:{Payload(manifest).statement.pb.subject[0].digest['sha256']}", files_
+
+
+def _stage_json(result: StageResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {"status": result.status, "summary": result.summary, "metrics": {k: float(v) for k, v in result.metrics.items()}}
+    if result.details:
+        entry["details"] = dict(result.details)
+    return entry
+
+
+def _redact(uri: str) -> str:
+    """Drop credentials from a tracking URI before it goes into evidence."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+def _description(document: dict[str, Any], run_id: str) -> str:
+    """Markdown shown on the model version page: what was checked and where the evidence is."""
+    checks = document["data"]["checks"]
+    metrics = document["stages"].get("evaluate", {}).get("metrics", {})
+    lines = [
+        f"**Promoted by secure-pipeline** — policy decision **{document['policy']['decision']}** "
+        f"(policy `{document['policy']['policy_digest'][:19]}…`).",
+        "",
+        f"- Source run: `{run_id}` — evidence in its artifacts: `{tracking.EVIDENCE_ARTIFACT}`, "
+        f"`{tracking.ARTIFACT_DIR}/report.html`, signature `{tracking.SIGNATURE_ARTIFACT}`, attestation `{tracking.ATTESTATION_ARTIFACT}`.",
+        f"- Dataset: `{document['dataset']['path']}` ({document['dataset']['rows']} rows), `{document['dataset']['sha256']}`.",
+        "- Data gate: " + ", ".join(f"{n} {c['status']}" for n, c in checks.items()) + ".",
+        "- Held-out metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + ".",
+        f"- Model digest: `{document['model']['digest']}`; signer `{document['signature']['signer']}`.",
+        "",
+        "Verify before use: `secure-pipeline verify models:/NAME@ALIAS --public-key PUBLIC_KEY_PEM`.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,261 @@
+"""Everything secure-pipeline does with MLflow: runs, datasets, artifacts, models and the registry.
+
+MLflow and network errors are turned into `InfrastructureError` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from secure_pipeline.errors import BadInputError, InfrastructureError, SecurePipelineError
+
+ARTIFACT_DIR = "secure-pipeline"
+SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
+ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
+EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
+TAG_PREFIX = "secure_pipeline."
+REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
+
+
+def quiet() -> None:
+    """Keep MLflow's progress bars and INFO logs out of our output."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic", "great_expectations"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI in force: explicit, else MLFLOW_TRACKING_URI, else MLflow's local sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def connect(uri: str | None) -> str:
+    """Point MLflow at the tracking store and check that it answers; raise `InfrastructureError` if not."""
+    import mlflow
+
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise InfrastructureError(
+                f"tracking server {uri} unreachable ({reason}); start it or set MLFLOW_TRACKING_URI to a running server"
+            ) from exc
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+@contextlib.contextmanager
+def infrastructure_errors(action: str) -> Iterator[None]:
+    """Translate MLflow, network and file-system failures during `action` into `InfrastructureError`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except SecurePipelineError:
+        raise
+    except MlflowException as exc:
+        raise InfrastructureError(f"MLflow failed while {action}: {exc.message.splitlines()[0] if exc.message else exc}") from exc
+    except (OSError, ConnectionError) as exc:
+        raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
+    """Start (or, under `mlflow run`, resume) an MLflow run in `experiment`."""
+    import mlflow
+
+    with infrastructure_errors("starting the run"):
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            mlflow.set_experiment(experiment)
+        active = mlflow.start_run(run_name=run_name)
+    try:
+        yield active
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run()
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    with infrastructure_errors("logging params"):
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+
+def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
+    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate`."""
+    import mlflow
+
+    with infrastructure_errors("logging metrics"):
+        mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    with infrastructure_errors("tagging the run"):
+        mlflow.set_tags({f"{TAG_PREFIX}{k}": v for k, v in tags.items()})
+
+
+def log_dataset(frame: pd.DataFrame, path: Path, sha256: str, target: str) -> None:
+    """Record the training data as an MLflow dataset input that carries its full SHA-256."""
+    import mlflow
+
+    with infrastructure_errors("logging the dataset"):
+        dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=Path(path).name, targets=target)
+        mlflow.log_input(dataset, context="training", tags={"sha256": sha256, "path": str(path)})
+
+
+def log_json(document: Any, artifact_file: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"logging {artifact_file}"):
+        mlflow.log_text(json.dumps(document, indent=2, sort_keys=True, default=str), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"logging {artifact_file}"):
+        mlflow.log_text(text, artifact_file)
+
+
+def log_file(path: Path, artifact_dir: str = ARTIFACT_DIR) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"logging {Path(path).name}"):
+        mlflow.log_artifact(str(path), artifact_dir)
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged to the run: its `models:/m-...` URI, id and a fresh local copy of its files."""
+
+    uri: str
+    model_id: str
+    local_copy: Path
+
+
+def log_model(model: Any, trusted_types: list[str], input_example: pd.DataFrame, workdir: Path) -> LoggedModel:
+    """Log with the sklearn flavor in skops format, then download exactly what the store serves."""
+    import mlflow
+
+    with infrastructure_errors("logging the model"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=trusted_types,
+            input_example=input_example,
+        )
+    return LoggedModel(info.model_uri, info.model_id, download_model(info.model_uri, workdir / "served-model"))
+
+
+def download_model(uri: str, destination: Path) -> Path:
+    """Download a model's files into a fresh directory (never the store's own folder)."""
+    import mlflow
+
+    destination.mkdir(parents=True, exist_ok=False)
+    with infrastructure_errors(f"downloading {uri}"):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
+
+
+def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path | None:
+    """Download one run artifact, or None when the run has no such artifact."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(destination)))
+    except (MlflowException, OSError):
+        return None
+
+
+def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
+    """Register a version, tag it, then move the alias, last. Roll back the version on failure."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    with infrastructure_errors(f"registering {name}"):
+        version = mlflow.register_model(model_uri, name, tags={f"{TAG_PREFIX}{k}": v for k, v in tags.items()}).version
+    try:
+        with infrastructure_errors(f"promoting {name} version {version}"):
+            client.update_model_version(name, version, description=description)
+            client.set_registered_model_alias(name, alias, version)
+    except InfrastructureError:
+        with contextlib.suppress(Exception):
+            client.delete_model_version(name, version)
+        raise
+    return str(version)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registry entry as the verifier sees it."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Split `models:/NAME/VERSION` or `models:/NAME@ALIAS` into (name, version, alias)."""
+    body = uri.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.rsplit("@", 1)
+        if name and alias:
+            return name, None, alias
+    elif "/" in body:
+        name, version = body.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, version, None
+    raise BadInputError(f"{uri}: not a registry model URI; use models:/NAME/VERSION or models:/NAME@ALIAS")
+
+
+def find_version(uri: str) -> RegisteredVersion:
+    """Look a registry URI up; a missing model, version or alias is the caller's mistake (exit 2)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, version, alias = parse_models_uri(uri)
+    client = mlflow.MlflowClient()
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            raise BadInputError(f"{uri}: no such registered model version or alias in {mlflow.get_tracking_uri()}") from exc
+        raise InfrastructureError(f"MLflow failed while looking up {uri}: {exc.message}") from exc
+    return RegisteredVersion(
+        name=name,
+        version=str(found.version),
+        run_id=found.run_id,
+        source=found.source,
+        tags=dict(found.tags),
+        aliases=tuple(found.aliases),
+    )
+
+
+def fresh_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,137 @@
+"""The whole lifecycle on a real sqlite MLflow store: promote the clean demo, block the poisoned
+one, verify the registered model, and catch a byte changed in the artifact store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pytest
+
+from secure_pipeline import demo, runner, verification
+from secure_pipeline.errors import CheckFailedError
+
+from conftest import cli
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Run the clean demo, then the poisoned demo, into one fresh store."""
+    workdir = tmp_path_factory.mktemp("lifecycle")
+    previous = Path.cwd()
+    os.chdir(workdir)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    messages: list[str] = []
+    try:
+        clean = runner.run(runner.RunOptions(), progress=messages.append)
+        poisoned = runner.run(runner.RunOptions(demo="poisoned"), progress=messages.append)
+        yield {"dir": workdir, "uri": uri, "clean": clean, "poisoned": poisoned, "messages": messages}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        mlflow.end_run()
+        os.chdir(previous)
+
+
+def test_clean_demo_is_promoted_with_tags(lifecycle: dict) -> None:
+    outcome = lifecycle["clean"]
+    assert outcome.promoted and outcome.version == "1"
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    version = client.get_model_version_by_alias("loan-approval", "champion")
+    assert str(version.version) == "1" and version.run_id == outcome.run_id
+    tags = version.tags
+    evidence = outcome.evidence
+    assert tags["secure_pipeline.model_digest"] == evidence["model"]["digest"]
+    assert tags["secure_pipeline.dataset_sha256"] == evidence["dataset"]["sha256"]
+    assert tags["secure_pipeline.decision"] == "allow"
+    assert tags["secure_pipeline.policy_digest"] == evidence["policy"]["policy_digest"]
+    assert tags["secure_pipeline.signer"] == evidence["signature"]["signer"]
+    assert "secure-pipeline/evidence.json" in version.description
+
+
+def test_development_keys_are_announced(lifecycle: dict) -> None:
+    assert any("DEVELOPMENT keys" in m for m in lifecycle["messages"])
+    assert (lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem").exists()
+    private = (lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-private-key.pem").read_text()
+    run_dir = Path(mlflow.MlflowClient(lifecycle["uri"]).get_run(lifecycle["clean"].run_id).info.artifact_uri.removeprefix("file://"))
+    for logged in run_dir.rglob("*"):
+        if logged.is_file():
+            assert private.split("\n")[1] not in logged.read_text(errors="ignore"), f"private key material in {logged}"
+
+
+def test_evidence_in_mlflow(lifecycle: dict) -> None:
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    run = client.get_run(lifecycle["clean"].run_id)
+    assert run.data.metrics["label_noise.issue_rate"] <= 0.02
+    assert "evaluate.accuracy" in run.data.metrics and "poisoning.flagged_rate" in run.data.metrics
+    assert run.data.params["target"] == "approved"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "secure-pipeline")}
+    assert {"secure-pipeline/evidence.json", "secure-pipeline/report.html", "secure-pipeline/model.sig",
+            "secure-pipeline/attestation.sig", "secure-pipeline/data-report.json"} <= artifacts
+    dataset_inputs = run.inputs.dataset_inputs
+    assert len(dataset_inputs) == 1
+    tags = {t.key: t.value for t in dataset_inputs[0].tags}
+    assert tags["sha256"] == lifecycle["clean"].evidence["dataset"]["sha256"]
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "secure-pipeline/evidence.json", str(lifecycle["dir"]))).read_text())
+    assert logged["policy"]["decision"] == "allow"
+    assert logged["dataset"]["sha256"] == lifecycle["clean"].evidence["dataset"]["sha256"]
+
+
+def test_poisoned_demo_is_blocked_and_alias_stays(lifecycle: dict) -> None:
+    outcome = lifecycle["poisoned"]
+    assert not outcome.promoted and outcome.version is None
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    assert str(client.get_model_version_by_alias("loan-approval", "champion").version) == "1"
+    assert [str(v.version) for v in client.search_model_versions("name='loan-approval'")] == ["1"]
+    violations = outcome.evidence["policy"]["violations"]
+    failed = {v["message"].split("'")[1] for v in violations if v["rule"] == "data_gate.failed"}
+    assert {"label_noise", "poisoning"} <= failed
+    truth = demo.ground_truth()
+    poisoning_rows = set(outcome.evidence["data"]["checks"]["poisoning"]["rows"])
+    assert set(truth["backdoor"]) <= poisoning_rows
+    label_rows = set(outcome.evidence["data"]["checks"]["label_noise"]["rows"])
+    assert len(label_rows & set(truth["label_flips"])) >= 0.6 * len(truth["label_flips"])
+    assert client.get_run(outcome.run_id).data.tags["secure_pipeline.decision"] == "deny"
+
+
+def test_verify_registered_and_tampered_model(lifecycle: dict, tmp_path: Path) -> None:
+    public_key = lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem"
+    os.environ["MLFLOW_TRACKING_URI"] = lifecycle["uri"]
+    verified = verification.verify_registered("models:/loan-approval@champion", public_key)
+    assert verified.digest == lifecycle["clean"].evidence["model"]["digest"]
+    model_id = lifecycle["clean"].evidence["model"]["model_id"]
+    stored = next(lifecycle["dir"].glob(f"mlruns/*/models/{model_id}/artifacts/model.skops"))
+    original = stored.read_bytes()
+    stored.write_bytes(original[:50] + bytes([original[50] ^ 1]) + original[51:])
+    try:
+        with pytest.raises(CheckFailedError, match=r"changed: model\.skops"):
+            verification.verify_registered("models:/loan-approval@champion", public_key)
+        result = cli("verify", "models:/loan-approval@champion", "--public-key", str(public_key), cwd=lifecycle["dir"],
+                     env={"MLFLOW_TRACKING_URI": lifecycle["uri"]})
+        assert result.returncode == 1 and "model.skops" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        stored.write_bytes(original)
+
+
+def test_load_verified_returns_a_working_model(lifecycle: dict) -> None:
+    public_key = lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem"
+    os.environ["MLFLOW_TRACKING_URI"] = lifecycle["uri"]
+    model = verification.load_verified("models:/loan-approval@champion", public_key)
+    frame = demo.clean().drop(columns=["approved", "email", "gender"]).head(20)
+    assert set(model.predict(frame)) <= {0, 1}
+
+
+def test_alias_moved_by_hand_to_a_denied_model_is_refused(lifecycle: dict) -> None:
+    """Someone with EDIT permission registers the blocked run's model and moves the alias."""
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    blocked = lifecycle["poisoned"].evidence["model"]["uri"]
+    hand_made = mlflow.register_model(blocked, "loan-approval").version
+    client.set_model_version_tag("loan-approval", hand_made, "secure_pipeline.decision", "allow")
+    client.set_registered_model_alias("loan-approval", "hijacked", hand_made)
+    public_key = lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem"
+    os.environ["MLFLOW_TRACKING_URI"] = lifecycle["uri"]
+    with pytest.raises(CheckFailedError, match="decision is 'deny'"):
+        verification.verify_registered("models:/loan-approval@hijacked", public_key)
