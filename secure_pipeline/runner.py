@@ -232,9 +232,11 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         workdir = Path(tmp)
         log = _logger()
         tracking.log_params({
-            "data": str(data_path), "target": target, "model_name": model_name, "alias": alias,
-            "on_flagged": config.gate.on_flagged, "checks": ",".join(config.gate.checks),
-            "policy_dir": str(policy_dir), "signing": config.signing.method, "seed": config.seed,
+            **{f"pipeline.{k}": v for k, v in {
+                "data": data_path, "target": target, "model_name": model_name, "alias": alias,
+                "on_flagged": config.gate.on_flagged, "checks": ",".join(config.gate.checks),
+                "policy_dir": policy_dir, "signing": config.signing.method, "seed": config.seed,
+            }.items()},
             **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)

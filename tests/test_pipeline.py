@@ -67,7 +67,7 @@ def test_evidence_in_mlflow(lifecycle: dict) -> None:
     run = client.get_run(lifecycle["clean"].run_id)
     assert run.data.metrics["label_noise.issue_rate"] <= 0.02
     assert "evaluate.accuracy" in run.data.metrics and "poisoning.flagged_rate" in run.data.metrics
-    assert run.data.params["target"] == "approved"
+    assert run.data.params["pipeline.target"] == "approved"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "secure-pipeline")}
     assert {"secure-pipeline/evidence.json", "secure-pipeline/report.html", "secure-pipeline/model.sig",
             "secure-pipeline/attestation.sig", "secure-pipeline/data-report.json"} <= artifacts
