@@ -110,7 +110,8 @@ def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signi
     settings = config.signing
     if settings.method == "sigstore":
         token = os.environ.get(settings.identity_token_env) if settings.identity_token_env else None
-        return signing.Signer(method="sigstore", identity_token=token, use_staging=settings.use_staging), None
+        keyless = signing.Signer(method="sigstore", identity_token=token, use_staging=settings.use_staging)
+        return signing.with_identity_token(keyless), None
     password = signing.password_from_env(settings.password_env)
     private = key or settings.private_key
     if private is None:

@@ -145,20 +145,26 @@ def _signer_config(signer: Signer, ignore: Iterable[str]):
     if signer.method == "key":
         _load_private_key(signer.private_key, signer.password)  # clear errors before model signing sees it
         return config.use_elliptic_key_signer(private_key=signer.private_key, password=signer.password)
-    token = signer.identity_token
-    if token is None:
-        from sigstore.oidc import detect_credential
+    token = with_identity_token(signer).identity_token
+    return config.use_sigstore_signer(identity_token=token, use_staging=signer.use_staging)
 
-        try:
-            token = detect_credential()
-        except Exception as exc:  # sigstore raises its own error types for half-configured CI
-            raise BadInputError(f"signing: keyless Sigstore signing found no usable OIDC identity ({exc})") from exc
+
+def with_identity_token(signer: Signer) -> Signer:
+    """For keyless signing, the signer with its OIDC token resolved (ambient CI credentials if none given)."""
+    if signer.method != "sigstore" or signer.identity_token:
+        return signer
+    from sigstore.oidc import detect_credential
+
+    try:
+        token = detect_credential()
+    except Exception as exc:  # sigstore raises its own error types for half-configured CI
+        raise BadInputError(f"signing: keyless Sigstore signing found no usable OIDC identity ({exc})") from exc
     if not token:
         raise BadInputError(
             "signing: keyless Sigstore signing needs an OIDC identity token; in GitHub Actions grant "
             "`permissions: id-token: write`, or set signing.identity_token_env, or use method: key"
         )
-    return config.use_sigstore_signer(identity_token=token, use_staging=signer.use_staging)
+    return Signer(method="sigstore", identity_token=token, use_staging=signer.use_staging)
 
 
 def _ignored_inside(model_path: Path, signature_path: Path, extra: Iterable[str]) -> list[str]:
