@@ -127,10 +127,14 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from secure_pipeline import verification
 
-    if args.target.startswith("models:/"):
-        verified = verification.verify_registered(args.target, Path(args.public_key), tracking_uri=_optional(args.tracking_uri))
-    else:
-        verified = verification.verify_local(Path(args.target), Path(args.public_key), _path(args.signature))
+    try:
+        if args.target.startswith("models:/"):
+            verified = verification.verify_registered(args.target, Path(args.public_key), tracking_uri=_optional(args.tracking_uri))
+        else:
+            verified = verification.verify_local(Path(args.target), Path(args.public_key), _path(args.signature))
+    except CheckFailedError as exc:
+        _write_json({"schema": "secure-pipeline/verification/v1", "verified": False, "target": args.target, "reason": str(exc)}, args.json)
+        raise
     _write_json(verified.to_json(), args.json)
     extra = f" (version {verified.version}, attested decision allow)" if verified.version else ""
     _say(f"VERIFIED: {args.target}{extra}: {len(verified.files)} file(s) match the signature, digest {verified.digest}")
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="verify a signed model (local path or models:/ URI)",
                                  description="Verify a local model against its signature, or a registry model against its signature, attestation and tags.")
     verify.add_argument("target", metavar="TARGET", help="file, directory, models:/NAME/VERSION or models:/NAME@ALIAS")
-    verify.add_argument("--public-key", required=True, metavar="PUBLIC_KEY_PEM")
+    verify.add_argument("--public-key", required=True, metavar="PUBLIC_KEY_PEM", help="the signer's EC public key, PEM")
     verify.add_argument("--signature", metavar="SIG", help="bundle path for a local TARGET (default: TARGET.sig)")
     verify.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ targets")
     json_option(verify)

@@ -152,4 +152,8 @@ def load_config(path: Path | None = None) -> Config:
         if name not in stages:
             valid = sorted(set(Config.model_fields) - {"source"} | set(stages))
             raise BadInputError(f"{path}: unknown key '{name}'; valid keys: {', '.join(valid)}")
+    from secure_pipeline.stage import load_stage
+
+    for name, section in config.stage_sections().items():
+        load_stage(name, section or {}, source=str(path))
     return config

@@ -45,7 +45,13 @@ def read_table(path: Path, *, what: str = "data") -> pd.DataFrame:
         raise BadInputError(f"{path}: cannot read {what} file ({type(exc).__name__}: {exc}); check the file is a valid {suffix[1:]} file") from exc
     if frame.empty:
         raise BadInputError(f"{path}: the {what} file has no data rows; supply at least one row under the header")
-    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if suffix == ".csv":
+        import csv
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+    else:
+        duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise BadInputError(f"{path}: duplicate column names {duplicated}; make every column name unique")
     return frame.reset_index(drop=True)

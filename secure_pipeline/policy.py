@@ -84,7 +84,7 @@ def _captured_stdout() -> Iterator[list[str]]:
 def _policy_files(directory: Path) -> tuple[list[Path], list[Path]]:
     if not directory.is_dir():
         raise BadInputError(f"{directory}: policy directory not found; pass a directory of .rego files to --policy")
-    rego = sorted(p for p in directory.rglob("*.rego") if "_test" not in p.stem and "__pycache__" not in p.parts)
+    rego = sorted(p for p in directory.rglob("*.rego") if not p.stem.endswith("_test") and "__pycache__" not in p.parts)
     data = sorted(p for p in directory.rglob("data.json"))
     if not rego:
         raise BadInputError(f"{directory}: no .rego policy files found; add a policy pack or use the bundled one")

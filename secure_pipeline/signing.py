@@ -226,7 +226,7 @@ def _statement_digests(statement: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return digest, files
 
 
-def _explain(model_path: Path, statement: dict[str, Any]) -> str:
+def _explain(model_path: Path, statement: dict[str, Any], signature_path: Path) -> str:
     """Name the files that changed, were added or were removed since the (verified) statement."""
     from model_signing import hashing
 
@@ -235,7 +235,7 @@ def _explain(model_path: Path, statement: dict[str, Any]) -> str:
         hashing_algorithm=serialization["hash_type"],
         allow_symlinks=serialization.get("allow_symlinks", False),
     )
-    config.add_ignored_paths(model_path=model_path, paths=serialization.get("ignore_paths", ()))
+    config.add_ignored_paths(model_path=model_path, paths=[*serialization.get("ignore_paths", ()), *_ignored_inside(model_path, signature_path, ())])
     actual = {rd.identifier: f"{rd.digest.algorithm}:{rd.digest.digest_hex}" for rd in config.hash(model_path).resource_descriptors()}
     expected = _statement_digests(statement)[1]
     parts = []
@@ -245,7 +245,7 @@ def _explain(model_path: Path, statement: dict[str, Any]) -> str:
         ("removed", sorted(expected.keys() - actual.keys())),
     ):
         if names:
-            parts.append(f"{label}: {', '.join(names)}")
+            parts.append(f"{label}: {', '.join(model_path.name if n == '.' else n for n in names)}")
     return "; ".join(parts) or "contents differ"
 
 
@@ -267,14 +267,18 @@ def verify_model(model_path: Path, signature_path: Path, public_key: Path, *, la
     links = _symlinks(model_path)
     if links:
         raise CheckFailedError(f"{label or model_path}: became a symbolic link or holds one: {', '.join(links)}")
-    config = verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    from model_signing import hashing
+
+    config = verifying.Config().use_elliptic_key_verifier(public_key=public_key).set_hashing_config(
+        hashing.Config().set_ignored_paths(paths=_ignored_inside(model_path, signature_path, ()))
+    )
     try:
         config.verify(model_path, signature_path)
     except ValueError as exc:
         message = str(exc)
         if "Signature mismatch" in message:
             raise CheckFailedError(
-                f"{label or model_path}: files do not match the signature ({_explain(model_path, _read_statement(signature_path))})"
+                f"{label or model_path}: files do not match the signature ({_explain(model_path, _read_statement(signature_path), signature_path)})"
             ) from exc
         raise CheckFailedError(f"{signature_path}: signature is not valid for {public_key} ({message.strip()[:200]})") from exc
     except Exception as exc:  # cryptography's InvalidSignature and protobuf parse errors

@@ -99,3 +99,11 @@ warn contains {
 	some name, check in input.data.checks
 	check.status == "warning"
 }
+
+# Fail closed: without its thresholds (data.json) every threshold rule above would be undefined.
+deny contains {
+	"id": "policy.thresholds_missing",
+	"msg": "policy data thresholds.baseline is missing; ship data.json with the baseline pack",
+} if {
+	not data.thresholds.baseline
+}
