@@ -147,6 +147,7 @@ class ScanReport:
     files_scanned: int
     issues: tuple[ScanIssue, ...]
     files: tuple[ScanFile, ...] = ()
+    second_opinions: int = 0
 
     @property
     def clean(self) -> bool:
@@ -162,6 +163,8 @@ class ScanReport:
             "files_scanned": self.files_scanned,
             "issues": [issue.to_json() for issue in self.issues],
             "files": [f.to_json() for f in self.files],
+            "scanners": scanner_versions(),
+            "pickle_streams_second_opinion": self.second_opinions,
         }
 
 
@@ -389,6 +392,7 @@ class _Ctx:
 
     budget: int = field(default_factory=lambda: MAX_INSPECT_BYTES)
     issues: list[ScanIssue] = field(default_factory=list)
+    second_opinions: int = 0
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
 
     def add(self, path: str, kind: str, detail: str, message: str) -> None:
@@ -418,6 +422,7 @@ def _issue_message(path: str, kind: str, detail: str) -> str:
         "symlink": "{p}: is a symbolic link ({d}); not followed, treated as unsafe",
         "special-file": "{p}: is not a regular file ({d}); treated as unsafe",
         "unreadable": "{p}: cannot be read ({d}); treated as unsafe",
+        "second-opinion": "{p}: the second-opinion scanner flags {d}; treated as unsafe",
     }
     template = templates.get(kind, "{p}: {d}")
     return template.format(p=path, d=detail)
@@ -515,6 +520,8 @@ class _WalkResult:
     error: str
     end: int
     joblib_skipped: bool
+    skipped: tuple[tuple[int, int], ...] = ()
+    nested: tuple[tuple[int, int], ...] = ()
 
 
 _NAW = ("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -546,6 +553,8 @@ class _PickleWalker:
         self.proto = 0
         self.events: list[_Event] = []
         self.joblib_skipped = False
+        self.skipped: list[tuple[int, int]] = []  # joblib array bytes (raw data or nested pickles)
+        self.nested: list[tuple[int, int]] = []  # nested object-array pickles among them
 
     # -- helpers -------------------------------------------------------------------------
     def _event(self, kind: str, detail: str, called: bool = False, plausible: bool = True) -> None:
@@ -624,6 +633,9 @@ class _PickleWalker:
             result = inner.run()
             for event in result.events:
                 self.events.append(event)
+            start = self.stream.tell()
+            self.skipped.append((start, result.end))
+            self.nested.append((start, result.end))
             if not result.completed:
                 raise _PickleError(f"nested object-array pickle: {result.error}")
             self.stream.seek(result.end)
@@ -633,6 +645,7 @@ class _PickleWalker:
             count *= s
         nbytes = count * dtype.itemsize
         pos = self.stream.tell()
+        begin = pos
         alignment = attrs.get("numpy_array_alignment_bytes", _JOBLIB_ALIGNMENT_DEFAULT)
         if alignment is not None:
             if pos >= len(self.data):
@@ -640,6 +653,7 @@ class _PickleWalker:
             pos += 1 + self.data[pos]
         if pos + nbytes > len(self.data):
             raise _PickleError("truncated joblib array data")
+        self.skipped.append((begin, pos + nbytes))
         self.stream.seek(pos + nbytes)
 
     # -- main loop -------------------------------------------------------------------------
@@ -647,10 +661,10 @@ class _PickleWalker:
         try:
             self._run()
         except _PickleError as exc:
-            return _WalkResult(self.events, False, str(exc), self.stream.tell(), self.joblib_skipped)
+            return _WalkResult(self.events, False, str(exc), self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
         except (ValueError, EOFError, UnicodeDecodeError, struct.error, OverflowError, MemoryError, IndexError, KeyError, TypeError) as exc:
-            return _WalkResult(self.events, False, _short(exc), self.stream.tell(), self.joblib_skipped)
-        return _WalkResult(self.events, True, "", self.stream.tell(), self.joblib_skipped)
+            return _WalkResult(self.events, False, _short(exc), self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
+        return _WalkResult(self.events, True, "", self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
 
     def _run(self) -> None:  # noqa: C901 - one branch per opcode, like the unpickler
         stack_push = self._push
@@ -1002,6 +1016,7 @@ def _scan_pickle(data: bytes, start: int, path: str, ctx: _Ctx, *, strict: bool,
         _report_events(ctx, path, result.events)
         if not result.completed:
             _report(ctx, path, "unparseable", f"pickle: {result.error}")
+        _second_opinion(data, start, result, path, ctx)
     else:
         _report_events(ctx, path, result.events, only_called=True, only_imports=True)
     if result.joblib_skipped:
@@ -1010,6 +1025,57 @@ def _scan_pickle(data: bytes, start: int, path: str, ctx: _Ctx, *, strict: bool,
         plain = _PickleWalker(data, start, joblib=False).run()
         _report_events(ctx, path, plain.events, only_imports=True)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Second opinion: picklescan
+# --------------------------------------------------------------------------------------------
+
+SECOND_OPINION = "picklescan"
+
+
+def scanner_versions() -> list[dict[str, str]]:
+    """The scanners behind a report: our allowlist walker and the maintained denylist scanner."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return [
+        {"name": "secure-pipeline-allowlist", "version": installed("secure-pipeline"), "kind": "allowlist"},
+        {"name": SECOND_OPINION, "version": installed(SECOND_OPINION), "kind": "denylist"},
+    ]
+
+
+def _picklescan_dangerous(stream: bytes, path: str) -> list[str]:
+    """Globals that picklescan classes as dangerous in one pickle stream (never loaded)."""
+    import logging
+
+    from picklescan.scanner import SafetyLevel, scan_pickle_bytes
+
+    logging.getLogger("picklescan").setLevel(logging.CRITICAL)
+    result = scan_pickle_bytes(io.BytesIO(stream), path, multiple_pickles=False)
+    return sorted({f"{g.module}.{g.name}" for g in result.globals if g.safety == SafetyLevel.Dangerous})
+
+
+def _second_opinion(data: bytes, start: int, result: _WalkResult, path: str, ctx: _Ctx) -> None:
+    """Run picklescan over the same pickle stream(s) the walker read, with joblib's raw array
+    bytes cut out (as joblib itself skips them); a file is unsafe if either scanner says so."""
+    end = max(result.end, start)
+    pieces, pos = [], start
+    for begin, stop in sorted(result.skipped):
+        if begin >= pos and stop <= end:
+            pieces.append(data[pos:begin])
+            pos = stop
+    pieces.append(data[pos:end])
+    streams = [b"".join(pieces), *(data[b:e] for b, e in result.nested)]
+    for stream in streams:
+        ctx.second_opinions += 1
+        for dotted in _picklescan_dangerous(stream, path):
+            _report(ctx, path, "second-opinion", f"{SECOND_OPINION}: {dotted}")
 
 
 def _is_pickle_start(data: bytes) -> bool:
@@ -1325,7 +1391,7 @@ def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanReport:
     ctx = _Ctx()
     fmt = _scan_blob(data, name, ctx, 0)
     status = "unsafe" if ctx.issues else "clean"
-    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ScanFile(name, fmt, status),))
+    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ScanFile(name, fmt, status),), second_opinions=ctx.second_opinions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1395,6 +1461,7 @@ def scan_path(path: Path) -> ScanReport:
         raise BadInputError(f"model path {path} does not exist; pass the model file or directory to scan")
     issues: list[ScanIssue] = []
     files: list[ScanFile] = []
+    second = 0
     if path.is_dir():
         entries = [(p, rel) for p, rel in _iter_dir(path)]
         for entry_path, marker in entries:
@@ -1406,6 +1473,7 @@ def scan_path(path: Path) -> ScanReport:
             else:
                 fmt = _scan_file(entry_path, rel, ctx)
             issues.extend(ctx.issues)
+            second += ctx.second_opinions
             files.append(ScanFile(rel, fmt, "unsafe" if ctx.issues else "clean"))
     else:
         resolved = path.resolve() if path.is_symlink() else path
@@ -1420,5 +1488,6 @@ def scan_path(path: Path) -> ScanReport:
             raise BadInputError(f"cannot read {path}: {exc.strerror}; check the path and its permissions") from exc
         fmt = _scan_file(resolved, rel, ctx)
         issues.extend(ctx.issues)
+        second += ctx.second_opinions
         files.append(ScanFile(rel, fmt, "unsafe" if ctx.issues else "clean"))
-    return ScanReport(root=str(path), files_scanned=len(files), issues=tuple(issues), files=tuple(files))
+    return ScanReport(root=str(path), files_scanned=len(files), issues=tuple(issues), files=tuple(files), second_opinions=second)
