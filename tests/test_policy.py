@@ -31,9 +31,15 @@ DENY_RULES = [
     "model.unsafe_serialization",
     "model.format",
     "model.unsigned",
-    "evaluation.min_accuracy",
-    "evaluation.missing_roc_auc",
+    "attestation.missing",
+    "attestation.signer_mismatch",
+    "data_gate.poisoning_rate",
+    "evaluation.below_minimum",
+    "evaluation.metric_missing",
+    "evaluation.worse_than_champion",
 ]
+ALLOW_FIXTURES = ["allow", "allow_champion_within_margin", "allow_pii_pseudonymized"]
+WARN_FIXTURES = ["warn_data_gate.warning"]
 
 # What each denial's message must name (the stage, rows, column, values the rule is about).
 MESSAGE_NEEDLES = {
@@ -44,8 +50,12 @@ MESSAGE_NEEDLES = {
     "model.unsafe_serialization": ["model.pkl: imports posix.system"],
     "model.format": ["'pickle'", "skops"],
     "model.unsigned": ["not signed"],
-    "evaluation.min_accuracy": ["accuracy", "0.620", "0.800"],
-    "evaluation.missing_roc_auc": ["roc_auc", "missing"],
+    "evaluation.below_minimum": ["accuracy", "0.620", "0.800"],
+    "evaluation.metric_missing": ["roc_auc", "missing"],
+    "attestation.missing": ["attestation"],
+    "attestation.signer_mismatch": ["sha256:9999", "sha256:1212"],
+    "data_gate.poisoning_rate": ["0.080", "0.050"],
+    "evaluation.worse_than_champion": ["accuracy", "0.910", "version 3", "0.950", "0.020"],
 }
 
 
@@ -82,10 +92,15 @@ def baseline_copy(tmp_path: Path) -> Path:
 
 def test_every_rule_has_a_fixture_and_nothing_else_is_there() -> None:
     names = sorted(p.stem for p in FIXTURES.glob("*.json"))
-    assert names == sorted(["allow"] + [f"deny_{rule}" for rule in DENY_RULES])
+    assert names == sorted(ALLOW_FIXTURES + WARN_FIXTURES + [f"deny_{rule}" for rule in DENY_RULES])
 
 
-@pytest.mark.parametrize("name", ["allow"] + [f"deny_{rule}" for rule in DENY_RULES])
+@pytest.mark.parametrize("name", ALLOW_FIXTURES)
+def test_allow_fixtures_are_allowed(name: str) -> None:
+    assert policy.evaluate(load_fixture(name)).allow is True
+
+
+@pytest.mark.parametrize("name", ALLOW_FIXTURES + [f"deny_{rule}" for rule in DENY_RULES])
 def test_fixtures_are_valid_evidence_documents(name: str) -> None:
     document = evidence.load(FIXTURES / f"{name}.json")
     assert document["schema"] == evidence.SCHEMA
@@ -171,7 +186,7 @@ def test_several_problems_are_all_reported() -> None:
     document["model"]["format"] = "pickle"
     document["stages"]["evaluate"]["metrics"]["accuracy"] = 0.5
     rules = [v.rule for v in policy.evaluate(document).violations]
-    assert rules == sorted(["model.unsigned", "model.format", "evaluation.min_accuracy"])
+    assert rules == sorted(["model.unsigned", "model.format", "evaluation.below_minimum"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +209,7 @@ def test_policy_digest_changes_when_data_json_changes(baseline_copy: Path) -> No
     decision = policy.evaluate(load_fixture("allow"), baseline_copy)
     assert decision.policy_digest == after
     # The new threshold is in force: the allow fixture (accuracy 0.91) is now denied.
-    assert [v.rule for v in decision.violations] == ["evaluation.min_accuracy"]
+    assert [v.rule for v in decision.violations] == ["evaluation.below_minimum"]
     assert "0.950" in decision.violations[0].message
 
 
@@ -421,11 +436,11 @@ def test_policy_command_missing_evidence_file(capsys: pytest.CaptureFixture[str]
 
 
 def test_policy_process_deny_writes_only_json_to_stdout(tmp_path: Path) -> None:
-    result = cli("policy", str(FIXTURES / "deny_evaluation.missing_roc_auc.json"), "--json", "-", cwd=tmp_path)
+    result = cli("policy", str(FIXTURES / "deny_evaluation.metric_missing.json"), "--json", "-", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     document = json.loads(result.stdout)
-    assert [v["rule"] for v in document["violations"]] == ["evaluation.missing_roc_auc"]
-    assert "deny [evaluation.missing_roc_auc]" in result.stderr
+    assert [v["rule"] for v in document["violations"]] == ["evaluation.metric_missing"]
+    assert "deny [evaluation.metric_missing]" in result.stderr
     assert "Traceback" not in result.stderr
 
 
