@@ -25,6 +25,7 @@ Findings and summaries name columns, kinds and rates only, never the values them
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -32,7 +33,7 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 import phonenumbers
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from stdnum import iban, luhn
 from stdnum.br import cpf
 from stdnum.ca import sin
@@ -46,6 +47,7 @@ from stdnum.pl import pesel
 from stdnum.se import personnummer
 from stdnum.us import ssn
 
+from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 
 try:  # a dependency of mlflow's extras, not of secure-pipeline itself
@@ -165,12 +167,23 @@ ALL_KINDS: tuple[str, ...] = tuple(d.kind for d in _detectors("US"))
 class PiiSettings(StageSettings):
     """`pii:` config section."""
 
-    action: Literal["drop", "fail", "warn"] = "drop"
+    action: Literal["drop", "fail", "warn", "pseudonymize"] = "drop"
+    key_env: str | None = Field(
+        None, description="With action pseudonymize: the environment variable holding the HMAC key (never stored)."
+    )
+    quasi_identifiers: list[str] = Field(default_factory=list, description="Columns whose combination k-anonymity is measured.")
+    k: int = Field(5, ge=2, description="Warn when some quasi-identifier combination is shared by fewer than k rows.")
     allow_columns: list[str] = []
     region: str = "US"
     sample_rows: int = Field(1000, ge=1)
     min_match_rate: float = Field(0.8, gt=0.0, le=1.0)
     kinds: list[Kind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+    @model_validator(mode="after")
+    def _key_for_pseudonyms(self) -> "PiiSettings":
+        if self.action == "pseudonymize" and not self.key_env:
+            raise ValueError("action pseudonymize needs key_env: the name of an environment variable holding the HMAC key")
+        return self
 
     @field_validator("region")
     @classmethod
@@ -283,6 +296,11 @@ class PiiStage:
             for column, (detector, rate, n) in found.items()
         )
         pii_columns = list(found)
+        if action == "pseudonymize" and pii_columns and not os.environ.get(self.settings.key_env or ""):
+            raise BadInputError(
+                f"pii.key_env: environment variable {self.settings.key_env} is not set or empty; "
+                "export the HMAC key there before running (it is never stored or logged)"
+            )
         details = {
             "columns": pii_columns,
             "kinds": {c: d.kind for c, (d, _, _) in found.items()},
@@ -291,11 +309,28 @@ class PiiStage:
             "checked_columns": checked,
             "allowed_columns": sorted(allowed),
         }
+        if action == "pseudonymize":
+            details.update(pseudonymize_columns=pii_columns, key_env=self.settings.key_env, method="HMAC-SHA256")
         metrics = {"pii_columns": float(len(pii_columns)), "columns_checked": float(len(checked))}
+        anonymity = self._k_anonymity(context.data)
+        notes: list[str] = []
+        if anonymity:
+            details["k_anonymity"] = anonymity
+            if "k" in anonymity:
+                metrics["k_anonymity"] = float(anonymity["k"])
+                metrics["rows_below_k"] = float(anonymity["rows_below_k"])
+                if anonymity["k"] < self.settings.k:
+                    notes.append(
+                        f"quasi-identifiers {', '.join(anonymity['columns'])} are only {anonymity['k']}-anonymous "
+                        f"({anonymity['rows_below_k']} rows in groups smaller than k={self.settings.k})"
+                    )
+            if anonymity.get("missing"):
+                notes.append(f"quasi-identifiers not in the data: {', '.join(anonymity['missing'])}")
+        suffix = ("; " + "; ".join(notes)) if notes else ""
         if not found:
             return StageResult(
-                name=self.name, status="passed",
-                summary=f"no personal identifiers found in {len(checked)} checked columns",
+                name=self.name, status="warning" if notes else "passed",
+                summary=f"no personal identifiers found in {len(checked)} checked columns" + suffix,
                 metrics=metrics, details=details,
             )
         described = ", ".join(f"{c} ({d.kind})" for c, (d, _, _) in found.items())
@@ -304,8 +339,28 @@ class PiiStage:
         elif action == "fail":
             status = "failed"
             summary = (f"personal identifiers in {described}; remove the columns, list them in "
-                       "pii.allow_columns, or set pii.action to drop")
+                       "pii.allow_columns, or set pii.action to drop or pseudonymize")
+        elif action == "pseudonymize":
+            status, summary = "warning", (f"personal identifiers in {described}; these columns will be pseudonymized "
+                                          f"(HMAC-SHA256, key from ${self.settings.key_env}) before training")
         else:
             status, summary = "warning", f"personal identifiers in {described}; they are kept (pii.action is warn)"
-        return StageResult(name=self.name, status=status, summary=summary, metrics=metrics,
+        return StageResult(name=self.name, status=status, summary=summary + suffix, metrics=metrics,
                            findings=findings, details=details)
+
+    def _k_anonymity(self, data: pd.DataFrame) -> dict:
+        """k-anonymity of the configured quasi-identifiers: the size of the smallest group sharing them."""
+        wanted = list(self.settings.quasi_identifiers)
+        if not wanted:
+            return {}
+        present = [c for c in wanted if c in data.columns]
+        missing = [c for c in wanted if c not in data.columns]
+        out: dict = {"columns": present, "missing": missing}
+        if not present or len(data) == 0:
+            return out
+        keys = data[present].astype("string").fillna("<null>")
+        sizes = keys.groupby(present, dropna=False, sort=False).transform("size") if len(present) > 1 else keys.groupby(present[0], dropna=False, sort=False)[present[0]].transform("size")
+        sizes = np.asarray(sizes).reshape(len(data), -1)[:, 0]
+        out.update(k=int(sizes.min()), rows_below_k=int((sizes < self.settings.k).sum()),
+                   groups=int(keys.drop_duplicates().shape[0]), required_k=self.settings.k)
+        return out

@@ -32,6 +32,8 @@ from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 MIN_ROWS_FOR_STATS = 20  # fewer non-empty values than this: no robust statistics for the column
 SKEW_FOR_LOG = 0.2  # Kelly's quantile skewness above which a non-negative column is judged on a log scale
 MAX_KNN_ROWS = 50_000  # kNN is fitted on a sample of this many distinct rows beyond it
+SCALE_ROWS = 200_000  # beyond this many distinct rows the kNN reference sample is SCALE_KNN_ROWS
+SCALE_KNN_ROWS = 10_000
 CLUSTER_ALPHA = 1e-3  # family-wise false-alarm rate of the trigger-cluster test
 MAX_DETAIL_ITEMS = 20
 BLOCK_EDGE_SHARE = 0.5  # kNN-graph edges up to median + 0.5·density_z·MAD (log scale) join rows
@@ -56,6 +58,14 @@ class PoisoningSettings(StageSettings):
     min_cluster_size: int = Field(5, ge=2, description="Smallest group of rows sharing a trigger value reported.")
     cluster_purity: float = Field(0.9, gt=0.5, le=1.0, description="Share of one label that makes a group a trigger cluster.")
     max_flagged_rate: float = Field(0.01, ge=0, le=1, description="Fail when the share of flagged rows is above this.")
+    reference_z: float = Field(
+        4.0, gt=0, description="With a reference: a value must also be this many robust SDs of the reference from its median."
+    )
+    isolation_z: float = Field(
+        4.0, gt=0, description="Flag rows whose mean robust z of kNN distance and IsolationForest score is above this."
+    )
+    spectral_z: float = Field(4.0, gt=0, description="Spectral signatures: robust z along a class's top direction.")
+    max_isolation_rows: int = Field(200_000, ge=1000, description="IsolationForest scores a sample of this many rows beyond it.")
 
 
 @dataclass
@@ -204,12 +214,26 @@ class PoisoningStage:
         dup_flags.details["near_conflicting_groups"] = near_groups
         dup_flags.details["near_conflicts"] = near_flags.details.get("groups", [])
         cluster_flags, clusters = self._clusters(data, columns, range_hits, codes, class_names)
+        matrix = getattr(density_flags, "matrix", None)
+        iso_flags, spectral_flags = _Flags(), _Flags()
+        if matrix is not None:
+            context.progress(f"poisoning: IsolationForest and spectral signatures over {len(group_rows):,} distinct rows")
+            iso_flags = self._isolation(matrix, getattr(density_flags, "knn_z", None), group_rows, density_flags.rows, context)
+            spectral_flags = self._spectral(matrix, group_of, codes, class_names, cluster_flags.rows)
+            clusters.extend(spectral_flags.details.pop("clusters", []))
+        artifacts = {}
+        expectations = range_flags.details.pop("expectations", [])
+        if context.reference is not None and expectations:
+            artifacts["reference_expectations"] = _write_suite(expectations, context.workdir)
+            range_flags.details["expectation_suite"] = artifacts["reference_expectations"].name
 
         detectors = {
             "range": range_flags,
             "density": density_flags,
+            "isolation": iso_flags,
             "duplicates": dup_flags,
             "trigger_cluster": cluster_flags,
+            "spectral": spectral_flags,
         }
         findings = [f for flags in detectors.values() for f in flags.findings]
         findings.sort(key=lambda f: (f.row, f.detector or ""))
@@ -255,6 +279,7 @@ class PoisoningStage:
             "trigger_clusters": float(len(clusters)),
         }
         details = {
+            "contamination_estimate": float(rate),
             "detectors": {
                 name: {"rows": len(flags.rows), **flags.details} for name, flags in detectors.items()
             },
@@ -272,7 +297,118 @@ class PoisoningStage:
             metrics=metrics,
             findings=tuple(findings),
             details=details,
+            artifacts=artifacts,
+            outputs={"row_scores": {
+                name: values[group_of] for name, values in (
+                    ("knn_distance_z", getattr(density_flags, "knn_z", None)),
+                    ("isolation_combined_z", getattr(iso_flags, "combined", None)),
+                ) if values is not None
+            }},
         )
+
+    # ------------------------------------------------------------------ (b') IsolationForest
+    def _isolation(self, matrix, knn_z, group_rows, already, context) -> _Flags:
+        """Rows isolated by both views: mean robust z of the kNN distance and the IsolationForest score.
+
+        The cutoff is on robust z-scores of the data's own score distribution, so the share flagged
+        (the contamination) is estimated from the data rather than fixed in advance.
+        """
+        from sklearn.ensemble import IsolationForest
+
+        s = self.settings
+        flags = _Flags()
+        distinct = matrix.shape[0]
+        if knn_z is None or distinct < 3 * s.k:
+            flags.details["skipped"] = "too few distinct rows or no kNN scores"
+            return flags
+        rng = np.random.default_rng(context.seed)
+        fit = matrix if distinct <= s.max_isolation_rows else matrix[rng.choice(distinct, s.max_isolation_rows, replace=False)]
+        model = IsolationForest(n_estimators=100, random_state=context.seed, n_jobs=context.n_jobs).fit(fit)
+        raw = -model.score_samples(matrix)
+        median = float(np.median(raw))
+        mad = 1.4826 * float(np.median(np.abs(raw - median)))
+        if mad == 0:
+            flags.details["skipped"] = "IsolationForest scores do not vary (MAD 0)"
+            return flags
+        iso_z = (raw - median) / mad
+        combined = (iso_z + knn_z) / 2
+        flags.combined = combined
+        hits = np.flatnonzero(combined > s.isolation_z)
+        for i in hits:
+            for row in group_rows[i]:
+                if int(row) in already:
+                    continue
+                flags.findings.append(Finding(
+                    reason=f"outlier by kNN distance and IsolationForest together: mean robust z {combined[i]:.1f} "
+                    f"(kNN {knn_z[i]:.1f}, IsolationForest {iso_z[i]:.1f}; cutoff {s.isolation_z:g})",
+                    row=int(row), score=float(combined[i]), detector="isolation",
+                ))
+        flags.details.update({"cutoff": s.isolation_z, "fitted_rows": int(fit.shape[0]),
+                              "contamination_estimate": float(hits.size / distinct)})
+        return flags
+
+    # ------------------------------------------------------------------ (e) spectral signatures
+    def _spectral(self, matrix, group_of, codes, class_names, already) -> _Flags:
+        """Per class, rows far out along the class's top principal direction that are nearly all that class.
+
+        Spectral signatures (Tran et al., 2018): a backdoor leaves a strong direction in the covariance
+        of the poisoned class. Rows beyond `spectral_z` robust SDs on it form a candidate group, kept when
+        the same region holds almost no rows of the other classes (purity and a binomial test).
+        """
+        s = self.settings
+        flags = _Flags()
+        labelled = np.flatnonzero(codes >= 0)
+        if len(class_names) < 2 or labelled.size < 4 * s.min_cluster_size:
+            return flags
+        X = matrix[group_of[labelled]]
+        y = codes[labelled]
+        total = np.bincount(y, minlength=len(class_names))
+        alpha = CLUSTER_ALPHA / (2 * len(class_names))
+        clusters = []
+        for c in range(len(class_names)):
+            members = y == c
+            if members.sum() < max(4 * s.min_cluster_size, X.shape[1] + 1):
+                continue
+            centred = X[members] - X[members].mean(axis=0)
+            cov = (centred.T @ centred) / (members.sum() - 1)
+            _, vectors = np.linalg.eigh(cov.astype(float))
+            direction = vectors[:, -1]
+            mean_c = X[members].mean(axis=0)
+            proj = (X - mean_c) @ direction
+            own = proj[members]
+            median = float(np.median(own))
+            mad = 1.4826 * float(np.median(np.abs(own - median)))
+            if mad == 0:
+                continue
+            z = (proj - median) / mad
+            for sign in (1, -1):
+                region = sign * z > s.spectral_z
+                inside = region & members
+                count = int(inside.sum())
+                if count < s.min_cluster_size or count > 0.5 * members.sum():
+                    continue
+                purity = count / int(region.sum())
+                share = (total[c] - count + 1) / (labelled.size - int(region.sum()) + 2)
+                if purity < s.cluster_purity:
+                    continue
+                p_value = _binomial_tail(count, int(region.sum()), float(share))
+                if p_value >= alpha:
+                    continue
+                rows = labelled[inside]
+                if sum(int(r) not in already for r in rows) < s.min_cluster_size:
+                    continue  # the same group a trigger-cluster test already reported
+                label = class_names[c]
+                description = (f"spectral signature: {count} rows of class {label!r} far along its top principal "
+                               f"direction (robust z > {s.spectral_z:g}), {purity:.0%} of that region labelled {label!r} "
+                               f"(vs {share:.0%} elsewhere)")
+                clusters.append({"description": description, "label": label, "rows": count, "purity": float(purity),
+                                 "p_value": float(p_value), "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]]})
+                for row, zi in zip(rows, z[inside]):
+                    if int(row) not in already:
+                        flags.findings.append(Finding(reason=description, row=int(row), score=float(abs(zi)), detector="spectral"))
+        flags.details["clusters"] = clusters
+        flags.details["groups"] = len(clusters)
+        return flags
 
     # ------------------------------------------------------------------ (a) range
     def _range(self, data, columns: FeatureColumns, log_columns, reference, notes):
@@ -281,6 +417,8 @@ class PoisoningStage:
         flags = _Flags(details={"mode": "reference" if reference is not None else "robust_z"})
         hits: list[tuple[int, str, object, str]] = []
         skipped: dict[str, str] = {}
+        expectations: list[tuple] = []
+        flags.details["expectations"] = expectations
         if reference is not None:
             missing = [c for c in columns.used if c not in reference.columns]
             if missing:
@@ -300,6 +438,18 @@ class PoisoningStage:
                 lo, hi = float(ref.min()), float(ref.max())
                 span = hi - lo
                 low, high = lo - s.range_margin * span, hi + s.range_margin * span
+                # A small reference has not seen the population's tails: also require a robust z vs the reference.
+                shift = log_columns.get(column)
+                if shift == 0.0 and ref.min() > 0:  # strictly positive skewed column: judge on a log scale
+                    med, scale, _ = _robust_scale(np.log(ref + shift))
+                    if scale > 0:
+                        low = min(low, float(np.exp(med - s.reference_z * scale) - shift))
+                        high = max(high, float(np.exp(med + s.reference_z * scale) - shift))
+                else:
+                    med, scale, _ = _robust_scale(ref)
+                    if scale > 0:
+                        low, high = min(low, med - s.reference_z * scale), max(high, med + s.reference_z * scale)
+                expectations.append(("between", column, low, high))
                 out = present & ((values < low) | (values > high))
                 for row in np.flatnonzero(out):
                     v = values[row]
@@ -308,7 +458,8 @@ class PoisoningStage:
                     score = excess / span if span > 0 else float("inf")
                     flags.findings.append(
                         Finding(
-                            reason=f"{column}={_fmt(v)} outside the reference range [{_fmt(lo)}, {_fmt(hi)}]",
+                            reason=f"{column}={_fmt(v)} outside the reference range [{_fmt(lo)}, {_fmt(hi)}] "
+                    f"(expected between {_fmt(round(low, 6))} and {_fmt(round(high, 6))})",
                             row=int(row),
                             column=column,
                             score=float(min(score, 1e6)),
@@ -354,6 +505,7 @@ class PoisoningStage:
                 seen = set(reference[column].dropna().astype(str))
                 if not seen or len(seen) > MAX_CATEGORIES:
                     continue
+                expectations.append(("in_set", column, sorted(seen)))
                 series = data[column]
                 as_text = series.astype("string")
                 new = (series.notna() & ~as_text.isin(seen)).to_numpy(dtype=bool)
@@ -445,12 +597,15 @@ class PoisoningStage:
             values = _numeric(frame[column])
             frame[column] = np.log(values + log_columns[column]) if column in log_columns else values
         matrix = make_preprocessor(columns).fit_transform(as_text_categories(frame, columns))
-        matrix = np.asarray(matrix, dtype=float)
+        matrix = np.asarray(matrix, dtype=np.float32 if distinct > MAX_KNN_ROWS else float)
+        density.matrix = matrix  # one row per distinct feature vector, for the detectors that follow
         k = min(s.k, distinct - 1)
         rng = np.random.default_rng(context.seed)
-        if distinct > MAX_KNN_ROWS:
-            fit_idx = np.sort(rng.choice(distinct, MAX_KNN_ROWS, replace=False))
-            notes.append(f"kNN fitted on a random sample of {MAX_KNN_ROWS:,} of {distinct:,} distinct rows")
+        # Beyond SCALE_ROWS the reference set shrinks further: every row is still scored, against fewer.
+        sample = MAX_KNN_ROWS if distinct <= SCALE_ROWS else SCALE_KNN_ROWS
+        if distinct > sample:
+            fit_idx = np.sort(rng.choice(distinct, sample, replace=False))
+            notes.append(f"kNN fitted on a random sample of {sample:,} of {distinct:,} distinct rows")
         else:
             fit_idx = np.arange(distinct)
         # Trees lose to blocked brute force (BLAS) beyond ~10 dimensions, one-hot columns included.
@@ -473,6 +628,7 @@ class PoisoningStage:
         mad = 1.4826 * float(np.median(np.abs(log_d - median)))
         if mad > 0:
             z = (log_d - median) / mad
+            density.knn_z = z
             cutoff = float(np.exp(median + s.density_z * mad))
             for i in np.flatnonzero(z > s.density_z):
                 for row in group_rows[i]:
@@ -624,6 +780,11 @@ class PoisoningStage:
                 rows = np.flatnonzero((series == value).to_numpy(dtype=bool, na_value=False))
                 candidates.append((f"{column}={_fmt(value)}", rows, column))
 
+        # Tight groups: narrow intervals of a continuous column holding far more rows than their
+        # neighbourhood (a trigger pattern of in-range values, possibly jittered).
+        for column in columns.numeric:
+            candidates.extend(_concentrations(column, _numeric(data[column]), s.min_cluster_size))
+
         total = np.bincount(codes[labelled], minlength=len(class_names))
         n_labelled = int(labelled.sum())
         threshold = CLUSTER_ALPHA / max(len(candidates), 1)
@@ -671,3 +832,63 @@ class PoisoningStage:
             taken.update(int(r) for r in rows)
         flags.details.update({"clusters": len(clusters), "candidates": len(candidates)})
         return flags, clusters
+
+
+def _write_suite(expectations: list[tuple], workdir) -> "Path":
+    """The reference's expectations as a Great Expectations suite (JSON), written as an artifact."""
+    import json
+    from pathlib import Path
+
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    items = []
+    for kind, column, *rest in expectations:
+        if kind == "between":
+            items.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=float(rest[0]), max_value=float(rest[1])))
+        else:
+            items.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(rest[0])))
+    suite = gx.ExpectationSuite(name="secure_pipeline_poisoning_reference", expectations=items)
+    path = Path(workdir) / "reference-expectations.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(suite.to_json_dict(), default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _concentrations(column: str, values: np.ndarray, min_size: int) -> list[tuple[str, np.ndarray, str]]:
+    """Narrow intervals holding many more rows than the neighbouring intervals (candidate trigger groups)."""
+    from scipy.ndimage import median_filter
+
+    present = np.isfinite(values)
+    finite = values[present]
+    if finite.size < 20 * min_size:
+        return []
+    distinct = np.unique(finite)
+    if distinct.size <= MAX_CATEGORIES:
+        return []
+    q_lo, q25, q75, q_hi = np.quantile(finite, [0.005, 0.25, 0.75, 0.995])
+    if q75 <= q25 or q_hi <= q_lo:
+        return []
+    gaps = np.diff(distinct)
+    width = max((q75 - q25) / 50, 2 * float(np.median(gaps)))  # never finer than the column's own lattice
+    bins = int((q_hi - q_lo) / width) + 1
+    if bins < 10 or bins > 5000:
+        return []
+    inside = present & (values >= q_lo) & (values <= q_hi)
+    index = np.full(values.size, -1)
+    index[inside] = np.minimum(((values[inside] - q_lo) / width).astype(int), bins - 1)
+    counts = np.bincount(index[inside], minlength=bins)
+    expected = median_filter(counts.astype(float), size=9, mode="nearest")
+    spike = counts >= np.maximum(min_size, 4 * expected + 3)
+    out = []
+    start = None
+    for b in range(bins + 1):
+        if b < bins and spike[b]:
+            start = b if start is None else start
+            continue
+        if start is not None:
+            rows = np.flatnonzero((index >= start) & (index < b))
+            low, high = q_lo + start * width, q_lo + b * width
+            out.append((f"{column} concentrated in [{_fmt(round(low, 4))}, {_fmt(round(high, 4))}]", rows, column))
+            start = None
+    return out

@@ -48,7 +48,7 @@ def test_clean_demo_does_not_fail(demo_results):
     result = demo_results["clean"]
     assert result.status in ("passed", "warning")
     assert result.metrics["issue_rate"] <= 0.02
-    assert result.details["model"] == "logistic_regression"
+    assert result.details["model"] == "ensemble"
     assert "email" not in result.details["feature_columns"]
     assert "gender" not in result.details["feature_columns"]
     assert_json(result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import json
 from pathlib import Path
 
@@ -24,7 +26,7 @@ def run(
     **settings,
 ) -> StageResult:
     context = Context(
-        data=data, target=target, workdir=Path("."), feature_exclude=exclude, reference=reference, seed=0
+        data=data, target=target, workdir=Path(tempfile.mkdtemp(prefix="poisoning-")), feature_exclude=exclude, reference=reference, seed=0
     )
     return PoisoningStage(PoisoningSettings(**settings)).run(context)
 

@@ -1,0 +1,356 @@
+"""Benchmark of the data gate: detection quality per detector and corruption, and speed at scale.
+
+Quality (default): corruptions are injected into datasets that ship with scikit-learn and into
+synthetic ones, each corruption on its own into a fresh copy of the training part (the other part
+is the trusted reference). Every detector of the gate is scored against the injected rows, side by
+side with two baselines run in the same process:
+
+- ``cleanlab_default``: 5-fold LogisticRegression probabilities + ``cleanlab.filter.find_label_issues``,
+- ``isolation_forest``: ``IsolationForest(contamination=0.02)`` on standardized features.
+
+Scale (``--rows N``): the whole data gate (schema, label_noise, poisoning, pii, drift) on N rows x
+24 columns with a binary target, against one fit of the default model on the same rows; wall time,
+peak RSS, and the ratio.
+
+    OMP_NUM_THREADS=2 python benchmarks/data_gate.py                 # quality tables
+    OMP_NUM_THREADS=2 /usr/bin/time -v python benchmarks/data_gate.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets
+
+from secure_pipeline import demo
+from secure_pipeline.stage import Context
+from secure_pipeline_stages.label_noise import LabelNoiseSettings, LabelNoiseStage
+from secure_pipeline_stages.poisoning import PoisoningSettings, PoisoningStage
+
+TARGET = "y"
+LABEL_CORRUPTIONS = ("uniform_flip", "class_flip")
+POISON_CORRUPTIONS = ("oor_trigger", "inrange_trigger", "ood_rows", "dup_flood")
+CORRUPTIONS = (*LABEL_CORRUPTIONS, *POISON_CORRUPTIONS)
+RATES = {"uniform_flip": 0.10, "class_flip": 0.15, "oor_trigger": 0.03, "inrange_trigger": 0.03, "ood_rows": 0.03, "dup_flood": 0.03}
+
+
+# --------------------------------------------------------------------------- data
+def _frame(x: np.ndarray, y: np.ndarray, names: list[str] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(x, columns=names or [f"f{i}" for i in range(x.shape[1])])
+    frame[TARGET] = y
+    return frame
+
+
+def load_datasets(seed: int) -> dict[str, pd.DataFrame]:
+    """sklearn's bundled datasets and synthetic ones; all with target column `y`."""
+    out = {}
+    for name, loader in {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
+                         "digits": datasets.load_digits, "iris": datasets.load_iris}.items():
+        bunch = loader()
+        out[name] = _frame(bunch.data, bunch.target)
+    x, y = datasets.make_classification(n_samples=5000, n_features=20, n_informative=8, n_redundant=4,
+                                        n_clusters_per_class=2, flip_y=0.0, random_state=seed)
+    out["synthetic_5k"] = _frame(x, y)
+    x, y = datasets.make_classification(n_samples=3000, n_features=10, n_informative=6, n_redundant=2, n_classes=4,
+                                        n_clusters_per_class=1, flip_y=0.0, random_state=seed + 1)
+    out["synthetic_4class"] = _frame(x, y)
+    loans = demo.clean().drop(columns=["email", demo.SENSITIVE]).rename(columns={demo.TARGET: TARGET})
+    out["loans_mixed"] = loans
+    return out
+
+
+@dataclass
+class Case:
+    dataset: str
+    corruption: str
+    data: pd.DataFrame
+    reference: pd.DataFrame
+    truth: set[int]
+
+
+def _numeric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c != TARGET and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() > 2]
+
+
+def _other_label(labels: np.ndarray, classes: np.ndarray, rng) -> np.ndarray:
+    out = labels.copy()
+    for i, label in enumerate(labels):
+        out[i] = rng.choice(classes[classes != label])
+    return out
+
+
+def corrupt(name: str, clean: pd.DataFrame, corruption: str, seed: int) -> Case:
+    """Split off a trusted reference (30 %), then inject one corruption into the rest."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clean))
+    cut = int(0.3 * len(clean))
+    reference = clean.iloc[order[:cut]].reset_index(drop=True)
+    data = clean.iloc[order[cut:]].reset_index(drop=True).copy()
+    n = len(data)
+    y = data[TARGET].to_numpy()
+    classes = np.unique(y)
+    rate = RATES[corruption]
+    numeric = _numeric_columns(data)
+    target_class = classes[-1]  # the attacker's target label
+    if corruption == "uniform_flip":
+        rows = rng.choice(n, int(rate * n), replace=False)
+        data.loc[rows, TARGET] = _other_label(y[rows], classes, rng)
+        truth = set(rows.tolist())
+    elif corruption == "class_flip":
+        rows = []
+        for c in classes:  # class-conditional: class c -> the next class, rate of class c
+            members = np.flatnonzero(y == c)
+            picked = rng.choice(members, int(rate * members.size), replace=False)
+            data.loc[picked, TARGET] = classes[(np.searchsorted(classes, c) + 1) % classes.size]
+            rows.extend(picked.tolist())
+        truth = set(rows)
+    elif corruption in ("oor_trigger", "inrange_trigger"):
+        victims = np.flatnonzero(y != target_class)
+        rows = rng.choice(victims, min(victims.size, max(5, int(rate * n))), replace=False)
+        if corruption == "oor_trigger":  # one feature set far outside its observed range
+            column = rng.choice(numeric)
+            lo, hi = data[column].min(), data[column].max()
+            data[column] = data[column].astype(float)
+            data.loc[rows, column] = hi + (hi - lo)
+        else:  # three features set to a fixed pattern of in-range values (their 10th/90th percentiles)
+            for column in rng.choice(numeric, min(3, len(numeric)), replace=False):
+                q = rng.choice([0.1, 0.9])
+                value = float(np.quantile(data[column], q))
+                data[column] = data[column].astype(float)
+                data.loc[rows, column] = value
+        data.loc[rows, TARGET] = target_class
+        truth = set(rows.tolist())
+    elif corruption == "ood_rows":  # rows drawn uniformly from the bounding box, random labels
+        count = max(5, int(rate * n))
+        fake = data.sample(count, replace=True, random_state=seed).reset_index(drop=True)
+        for column in numeric:
+            lo, hi = float(data[column].min()), float(data[column].max())
+            fake[column] = rng.uniform(lo, hi, count)
+        fake[TARGET] = rng.choice(classes, count)
+        data = pd.concat([data, fake], ignore_index=True)
+        truth = set(range(n, n + count))
+    elif corruption == "dup_flood":  # a few rows copied many times with a flipped label
+        count = max(10, int(rate * n))
+        sources = rng.choice(n, max(1, count // 10), replace=False)
+        copies = data.iloc[np.repeat(sources, 10)[:count]].copy()
+        copies[TARGET] = _other_label(copies[TARGET].to_numpy(), classes, rng)
+        data = pd.concat([data, copies], ignore_index=True)
+        truth = set(range(n, n + len(copies)))
+    else:
+        raise ValueError(corruption)
+    return Case(name, corruption, data, reference, truth)
+
+
+# --------------------------------------------------------------------------- detectors
+def _features(frame: pd.DataFrame) -> np.ndarray:
+    from secure_pipeline.features import as_text_categories, make_preprocessor, split_columns
+
+    columns = split_columns(frame, [c for c in frame.columns if c != TARGET])
+    return np.asarray(make_preprocessor(columns).fit_transform(as_text_categories(frame, columns)), dtype=float)
+
+
+def cleanlab_default(frame: pd.DataFrame, seed: int) -> set[int]:
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    codes = pd.factorize(frame[TARGET], sort=True)[0]
+    folds = min(5, int(np.bincount(codes).min()))
+    probs = cross_val_predict(LogisticRegression(max_iter=2000), _features(frame), codes,
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+    return set(np.flatnonzero(find_label_issues(codes, probs)).tolist())
+
+
+def isolation_forest(frame: pd.DataFrame, seed: int) -> set[int]:
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(contamination=0.02, random_state=seed)
+    return set(np.flatnonzero(model.fit_predict(_features(frame)) == -1).tolist())
+
+
+def gate(case: Case, seed: int) -> dict[str, set[int]]:
+    """Rows flagged by the gate's label_noise and poisoning checks, and by each poisoning detector."""
+    context = Context(data=case.data, target=TARGET, workdir=Path("."), reference=case.reference, seed=seed)
+    label = LabelNoiseStage(LabelNoiseSettings(max_issue_rate=1.0)).run(context)
+    context.results["label_noise"] = label
+    poison = PoisoningStage(PoisoningSettings()).run(context)
+    out = {"label_noise": set(label.rows), "poisoning": set(poison.rows)}
+    for finding in poison.findings:
+        out.setdefault(f"poisoning:{finding.detector}", set()).add(finding.row)
+    out["gate"] = out["label_noise"] | out["poisoning"]
+    return out
+
+
+def score(found: set[int], truth: set[int]) -> tuple[float, float, float]:
+    tp = len(found & truth)
+    precision = tp / len(found) if found else 0.0
+    recall = tp / len(truth) if truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def quality(seeds: list[int], only: list[str] | None) -> pd.DataFrame:
+    records = []
+    for seed in seeds:
+        for name, clean in load_datasets(seed).items():
+            if only and name not in only:
+                continue
+            for corruption in CORRUPTIONS:
+                case = corrupt(name, clean, corruption, seed)
+                started = time.perf_counter()
+                found = gate(case, seed)
+                gate_seconds = time.perf_counter() - started
+                found["baseline:cleanlab_default"] = cleanlab_default(case.data, seed)
+                found["baseline:isolation_forest"] = isolation_forest(case.data, seed)
+                for detector, rows in found.items():
+                    p, r, f = score(rows, case.truth)
+                    records.append({"seed": seed, "dataset": name, "corruption": corruption, "detector": detector,
+                                    "precision": p, "recall": r, "f1": f, "flagged": len(rows),
+                                    "injected": len(case.truth), "rows": len(case.data)})
+                print(f"  {name:16s} {corruption:15s} rows {len(case.data):5d} gate {gate_seconds:5.1f}s "
+                      + " ".join(f"{d.split(':')[-1]}={score(found.get(d, set()), case.truth)[2]:.2f}"
+                                 for d in ("label_noise", "poisoning", "baseline:cleanlab_default", "baseline:isolation_forest")),
+                      file=sys.stderr, flush=True)
+    return pd.DataFrame.from_records(records)
+
+
+def summarize(table: pd.DataFrame) -> str:
+    lines = []
+    mean = table.groupby(["corruption", "detector"])[["precision", "recall", "f1"]].mean().reset_index()
+    main = ["label_noise", "poisoning", "gate", "baseline:cleanlab_default", "baseline:isolation_forest"]
+    lines.append("### Mean over datasets and seeds (precision / recall / F1)\n")
+    lines.append("| corruption | " + " | ".join(main) + " |")
+    lines.append("|---" * (len(main) + 1) + "|")
+    for corruption in CORRUPTIONS:
+        cells = []
+        for detector in main:
+            row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
+            cells.append("—" if row.empty else f"{row.precision.iloc[0]:.2f} / {row.recall.iloc[0]:.2f} / {row.f1.iloc[0]:.2f}")
+        lines.append(f"| {corruption} | " + " | ".join(cells) + " |")
+    detectors = sorted(d for d in table.detector.unique() if d.startswith("poisoning:"))
+    lines.append("\n### Poisoning detectors, recall per corruption (mean)\n")
+    lines.append("| corruption | " + " | ".join(d.split(":")[1] for d in detectors) + " |")
+    lines.append("|---" * (len(detectors) + 1) + "|")
+    for corruption in CORRUPTIONS:
+        cells = []
+        for detector in detectors:
+            row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
+            cells.append("0.00" if row.empty else f"{row.recall.iloc[0]:.2f}")
+        lines.append(f"| {corruption} | " + " | ".join(cells) + " |")
+    # Targets
+    label = table[table.corruption.isin(LABEL_CORRUPTIONS)]
+    ours = label[label.detector == "label_noise"].f1.mean()
+    base = label[label.detector == "baseline:cleanlab_default"].f1.mean()
+    lines.append("\n### Targets\n")
+    lines.append(f"- label noise: mean F1 {ours:.3f} vs cleanlab default {base:.3f} → ratio {ours / base:.2f} (target ≥ 1.10)")
+    poison = table[table.detector == "poisoning"]
+    for corruption in POISON_CORRUPTIONS:
+        sub = poison[poison.corruption == corruption]
+        lines.append(f"- poisoning on {corruption}: precision {sub.precision.mean():.2f}, recall {sub.recall.mean():.2f} "
+                     f"(min recall over datasets {sub.recall.min():.2f})")
+    lines.append("\n### Per dataset: F1 of label_noise vs cleanlab default; poisoning recall/precision\n")
+    lines.append("| dataset | rows | uniform_flip | class_flip | oor_trigger | inrange_trigger | ood_rows | dup_flood |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    per = table.groupby(["dataset", "corruption", "detector"])[["precision", "recall", "f1", "rows"]].mean()
+    for dataset in table.dataset.unique():
+        cells = []
+        for corruption in CORRUPTIONS:
+            if corruption in LABEL_CORRUPTIONS:
+                a, b = per.loc[(dataset, corruption, "label_noise")], per.loc[(dataset, corruption, "baseline:cleanlab_default")]
+                cells.append(f"{a.f1:.2f} vs {b.f1:.2f}")
+            else:
+                a = per.loc[(dataset, corruption, "poisoning")]
+                cells.append(f"R {a.recall:.2f} P {a.precision:.2f}")
+        rows = int(per.loc[(dataset, CORRUPTIONS[0], "label_noise")].rows)
+        lines.append(f"| {dataset} | {rows} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- scale
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def scale(rows: int, seed: int) -> dict:
+    """Whole data gate via scan_data on N x 24 (+ target) Parquet, then one fit of the default model."""
+    from secure_pipeline.config import Config
+    from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
+    from secure_pipeline.runner import scan_data
+
+    x, y = datasets.make_classification(n_samples=rows + rows // 10, n_features=24, n_informative=12, n_redundant=4,
+                                        flip_y=0.01, random_state=seed)
+    frame = _frame(x[:rows], y[:rows])
+    reference = _frame(x[rows:], y[rows:])
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path, ref_path = Path(tmp) / "data.parquet", Path(tmp) / "reference.parquet"
+        frame.to_parquet(data_path, index=False)
+        reference.to_parquet(ref_path, index=False)
+        del x, y, reference
+        config = Config(gate={"checks": ["schema", "label_noise", "poisoning", "pii", "drift"]})
+        started = time.perf_counter()
+        report = scan_data(data_path, TARGET, reference=ref_path, config=config,
+                           progress=lambda m: print(f"  [{time.perf_counter() - started:6.1f}s] {m}", file=sys.stderr, flush=True))
+        gate_seconds = time.perf_counter() - started
+        gate_rss = _peak_rss_gib()
+    from secure_pipeline_stages.label_noise import default_model
+
+    columns = split_columns(frame, [c for c in frame.columns if c != TARGET])
+    started = time.perf_counter()
+    model_name, estimator = default_model(rows, seed)
+    with_preprocessing(columns, estimator).fit(as_text_categories(frame, columns), frame[TARGET])
+    fit_seconds = time.perf_counter() - started
+    return {
+        "rows": rows, "columns": 24, "gate_seconds": round(gate_seconds, 1), "fit_seconds": round(fit_seconds, 1),
+        "ratio": round(gate_seconds / fit_seconds, 2), "peak_rss_gib_after_gate": round(gate_rss, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2), "default_model": model_name,
+        "checks": {k: {"status": v["status"], "summary": v["summary"][:160], "seconds": v["metrics"].get("seconds")}
+                   for k, v in report["checks"].items()},
+    }
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return (f"{platform.system()} {platform.release()}, {cpus} vCPU, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, help="scale run: rows of a 24-column binary dataset (e.g. 1000000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the quality run")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets")
+    parser.add_argument("--out", type=Path, help="write the raw results (JSON or CSV) here")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"data gate benchmark, {stamp}; {machine()}", file=sys.stderr)
+    if args.rows:
+        result = scale(args.rows, args.seeds[0])
+        result.update(date=stamp, machine=machine())
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return 0
+    table = quality(args.seeds, args.datasets)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    print(f"## Data gate quality ({stamp}; {machine()}; seeds {args.seeds})\n")
+    print(summarize(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
