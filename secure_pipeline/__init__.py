@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError, SecurePipelineError
-from secure_pipeline.runner import RunOptions, RunOutcome, run
-from secure_pipeline.verification import load_verified, verify_local, verify_registered
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from secure_pipeline.runner import RunOptions, RunOutcome, run
+    from secure_pipeline.verification import load_verified, verify_local, verify_registered
+
+# Imported on first use (PEP 562), so that `secure-pipeline sign`/`verify` do not pay for pandas
+# and MLflow at start-up: process start-up is part of what a CI signing step waits for.
+_LAZY = {"RunOptions": "runner", "RunOutcome": "runner", "run": "runner",
+         "load_verified": "verification", "verify_local": "verification", "verify_registered": "verification"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"secure_pipeline.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'secure_pipeline' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,6 +47,8 @@ def scan_data(data: pd.DataFrame | str | Path, target: str, *, reference: str | 
 
     A DataFrame is written to a temporary CSV first, so `dataset_digest` is the SHA-256 of that file.
     """
+    import pandas as pd
+
     from secure_pipeline import runner
     from secure_pipeline.config import load_config
 

@@ -34,7 +34,7 @@ class DataSettings(_Section):
 class GateSettings(_Section):
     """Which data checks run, and what happens to the rows they flag before training."""
 
-    checks: tuple[str, ...] = ("schema", "label_noise", "poisoning", "pii")
+    checks: tuple[str, ...] = ("schema", "label_noise", "poisoning", "pii", "drift")
     on_flagged: Literal["fail", "drop", "warn"] = "fail"
 
 
@@ -46,21 +46,33 @@ class RegistrySettings(_Section):
 
 
 class SigningSettings(_Section):
-    """How the model and attestation are signed: an EC key (default) or keyless Sigstore."""
+    """How the model and attestation are signed: an EC key (default), a key with an X.509
+    certificate chain, keyless Sigstore (OIDC in CI) or a PKCS#11 token (the `pkcs11` extra)."""
 
-    method: Literal["key", "sigstore"] = "key"
+    method: Literal["key", "certificate", "sigstore", "pkcs11"] = "key"
     private_key: Path | None = None
     public_key: Path | None = None
     password_env: str | None = None
     dev_key_dir: Path = Path("secure-pipeline-dev-keys")
     identity_token_env: str | None = None
     use_staging: bool = False
+    certificate: Path | None = None
+    cert_chain: tuple[Path, ...] = ()
+    pkcs11_uri: str | None = None
+    pkcs11_modules: tuple[str, ...] = ()
+    hash: Literal["sha256", "blake3"] = "sha256"
 
 
 class PolicySettings(_Section):
-    """Directory of Rego packs (default: the bundled baseline pack)."""
+    """Directory of Rego packs (default: the bundled ones), which packs to evaluate, and a waivers file.
+
+    `packs` default: `baseline` from the bundled directory, every pack of a custom `dir`.
+    Bundled packs: baseline, gdpr, hipaa, pci-dss.
+    """
 
     dir: Path | None = None
+    packs: tuple[str, ...] | None = None
+    waivers: Path | None = None
 
 
 class TrackingSettings(_Section):
@@ -77,7 +89,7 @@ class Config(BaseModel):
 
     data: DataSettings = Field(default_factory=DataSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
-    model_stages: tuple[str, ...] = ("train", "evaluate")
+    model_stages: tuple[str, ...] = ("train", "evaluate", "champion", "fairness", "robustness", "privacy", "explain")
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
@@ -116,12 +128,14 @@ def validate_section(model: type[S], values: Mapping[str, Any], where: str) -> S
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make relative paths in the file relative to the file's own directory."""
-    for section, keys in {"data": ("path", "reference"), "signing": ("private_key", "public_key", "dev_key_dir"), "policy": ("dir",)}.items():
+    for section, keys in {"data": ("path", "reference"), "signing": ("private_key", "public_key", "dev_key_dir", "certificate", "cert_chain"), "policy": ("dir", "waivers")}.items():
         values = raw.get(section)
         if isinstance(values, dict):
             for key in keys:
                 if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
                     values[key] = str(base / values[key])
+                elif isinstance(values.get(key), list):
+                    values[key] = [str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v for v in values[key]]
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from html import escape
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}
@@ -28,8 +30,19 @@ def _metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{escape(k)}={v:.4g}" for k, v in metrics.items()) or "—"
 
 
-def render(evidence: dict[str, Any], *, max_findings: int = 200) -> str:
-    """Render the evidence document: decision, data checks, flagged rows, model, signature."""
+def _images(images: Mapping[str, Sequence[Path]]) -> str:
+    """PNG plots of the model-evaluation stages, embedded so the report stays one self-contained file."""
+    parts = []
+    for stage, paths in images.items():
+        for path in paths:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            parts.append(f"<figure style='display:inline-block;margin:.5rem'><img alt='{escape(stage)}: {escape(Path(path).stem)}' "
+                         f"src='data:image/png;base64,{data}' style='max-width:32rem'><figcaption>{escape(stage)}: {escape(Path(path).stem)}</figcaption></figure>")
+    return "".join(parts)
+
+
+def render(evidence: dict[str, Any], *, max_findings: int = 200, images: Mapping[str, Sequence[Path]] | None = None) -> str:
+    """Render the evidence document: decision, data checks, flagged rows, model, signature, plots."""
     policy = evidence.get("policy", {})
     decision = policy.get("decision", "not evaluated")
     dataset = evidence["dataset"]
@@ -71,6 +84,13 @@ def render(evidence: dict[str, Any], *, max_findings: int = 200) -> str:
         ["stage", "status", "summary", "metrics"],
         [[escape(name), _status(s["status"]), escape(s["summary"]), _metrics(s["metrics"])] for name, s in evidence["stages"].items()],
     ))
+    champion = evidence.get("champion")
+    if champion is not None:
+        parts.append("<p>Champion: " + (escape(f"version {champion['version']} held @{champion['alias']}; compared on "
+                     f"{champion.get('compared_on', 'nothing')}" + (f" — {champion['note']}" if champion.get("note") else ""))
+                     if champion["present"] else escape(f"no model held @{champion['alias']}: this is the first candidate")) + "</p>")
+    if images and any(images.values()):
+        parts.append("<h2>Model evaluation plots</h2>" + _images(images))
     model, signature = evidence["model"], evidence["signature"]
     parts.append("<h2>Model and signature</h2>")
     parts.append(_table(["model URI", "format", "digest", "scan", "signed", "signer"], [[

@@ -16,13 +16,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from secure_pipeline import data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
+from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
+from secure_pipeline import waivers as waivers_mod
 from secure_pipeline.config import Config, load_config
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
 
 Progress = Callable[[str], None]
-ATTESTATION_PREDICATE = "https://secure-pipeline.dev/attestation/model-release/v1"
+ATTESTATION_PREDICATE = attestation.PREDICATE_TYPE
 DEMO_DIR = Path("secure-pipeline-demo")
 ROW_CHECKS = ("schema", "label_noise", "poisoning")
 
@@ -45,6 +46,8 @@ class RunOptions:
     policy: Path | None = None
     tracking_uri: str | None = None
     demo: str | None = None
+    packs: tuple[str, ...] | None = None
+    waivers: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -110,19 +113,25 @@ def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signi
     settings = config.signing
     if settings.method == "sigstore":
         token = os.environ.get(settings.identity_token_env) if settings.identity_token_env else None
-        keyless = signing.Signer(method="sigstore", identity_token=token, use_staging=settings.use_staging)
+        keyless = signing.Signer(method="sigstore", identity_token=token, use_staging=settings.use_staging, hash_algorithm=settings.hash)
         return signing.with_identity_token(keyless), None
+    if settings.method == "pkcs11":
+        token_signer = signing.Signer(method="pkcs11", pkcs11_uri=settings.pkcs11_uri, module_paths=settings.pkcs11_modules,
+                                      certificate=settings.certificate, cert_chain=settings.cert_chain, hash_algorithm=settings.hash)
+        signing.check_pkcs11(token_signer)  # fail now when the extra or the URI is missing
+        return token_signer, settings.public_key
     password = signing.password_from_env(settings.password_env)
     private = key or settings.private_key
-    if private is None:
+    if private is None and settings.method == "key":
         private, public = signing.create_dev_keys(settings.dev_key_dir)
         progress(
             f"WARNING: no signing key configured; using DEVELOPMENT keys in {settings.dev_key_dir}/ "
             f"(public key: {public}). Do not use them in production: set signing.private_key or pass --key."
         )
-        return signing.Signer(private_key=private), public
-    signer = signing.Signer(private_key=private, password=password)
-    signer.identity()  # fail now on a missing or malformed key
+        return signing.Signer(private_key=private, hash_algorithm=settings.hash), public
+    signer = signing.Signer(method=settings.method, private_key=private, password=password, certificate=settings.certificate,
+                            cert_chain=settings.cert_chain, hash_algorithm=settings.hash)
+    signer.identity()  # fail now on a missing or malformed key or certificate
     return signer, settings.public_key
 
 
@@ -156,6 +165,7 @@ def scan_data(
                 results = gate.run_checks(context, checks, _logger())
                 report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
                 tracking.log_json(report_json, f"{tracking.ARTIFACT_DIR}/data-report.json")
+                _log_data_report(report_json, results)
                 tracking.set_tags({"data_gate": "passed" if report_json["passed"] else "failed"})
         else:
             results = gate.run_checks(context, checks)
@@ -195,6 +205,16 @@ def _logger() -> Callable[[StageResult], None]:
     return log
 
 
+def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult]) -> None:
+    """The HTML data report with plots, and the table of flagged rows (reasons and scores)."""
+    from secure_pipeline import data_report
+
+    tracking.log_text(data_report.render(report_json, results), f"{tracking.ARTIFACT_DIR}/data-report.html")
+    rows = data_report.flagged_rows(results)
+    if rows:
+        tracking.log_table(rows, f"{tracking.ARTIFACT_DIR}/flagged-rows.json")
+
+
 def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config: Config) -> tuple[pd.DataFrame, int, list[str]]:
     """Apply gate.on_flagged to flagged rows and drop the PII columns the pii stage asks to drop."""
     columns = sorted({c for r in results.values() for c in r.details.get("drop_columns", [])})
@@ -202,6 +222,12 @@ def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config
     if config.gate.on_flagged == "drop":
         rows = {row for name in ROW_CHECKS if name in results and results[name].status in ("failed", "warning") for row in results[name].rows}
     kept = frame.drop(index=sorted(rows)).reset_index(drop=True)
+    pii = results.get("pii")
+    if pii is not None and pii.details.get("pseudonymize_columns"):
+        from secure_pipeline import pseudonym
+
+        key = pseudonym.key_from_env(pii.details["key_env"])
+        kept = pseudonym.pseudonymize(kept, list(pii.details["pseudonymize_columns"]), key)
     return kept, len(rows), columns
 
 
@@ -225,7 +251,10 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
     frame, ref = _read(data_path, target, reference)
     data_stages, model_stages = _stages_for(config)
-    policy_dir = policy.check(options.policy or config.policy.dir)
+    packs = options.packs or config.policy.packs
+    waivers = options.waivers or config.policy.waivers
+    policy_dir = policy.check(options.policy or config.policy.dir, packs)
+    waivers_mod.load(waivers)  # a missing or malformed waivers file fails before any work
     signer, public_key = _signer(config, options.key, progress)
     dataset_sha = data_io.file_sha256(data_path)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
@@ -245,10 +274,12 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         results = gate.run_checks(context, data_stages, log)
         data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
         tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
+        _log_data_report(data_report, results)
 
         kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
         train_context = _context(kept, ref, data_path, target, config, workdir, progress)
         train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
+        train_context.champion = _champion(model_name, alias, public_key, uri, progress)
         for stage in model_stages:
             progress(f"model: {stage.name}")
             result = stage.run(train_context)
@@ -277,42 +308,86 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": _redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
-            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped},
+            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped,
+                         "columns_pseudonymized": list(results["pii"].details.get("pseudonymize_columns", [])) if "pii" in results else []},
             "stages": {name: _stage_json(r) for name, r in train_context.results.items()},
+            "champion": _champion_json(train_context.champion, train_context.results.get("champion"), alias),
             "model": {"name": model_name, "model_id": logged.model_id, "uri": logged.uri, "format": "skops",
                       "digest": model_digest, "files": model_files, "scan": scan.to_json()},
             "signature": signature,
+            "attestation": {"planned": signature["present"], "method": signature["method"], "signer": signature["signer"],
+                            "predicate_type": attestation.PREDICATE_TYPE},
             "tools": evidence_doc.tool_versions(),
         }
         evidence_doc.validate(document)
         progress("policy: evaluating the evidence")
-        decision = policy.evaluate(document, policy_dir)
+        decision = policy.evaluate(document, policy_dir, packs, waivers)
         document["policy"] = decision.to_json()
         evidence_bytes = evidence_doc.canonical_bytes(document)
         evidence_path = workdir / "evidence.json"
         evidence_path.write_bytes(evidence_bytes)
         tracking.log_file(evidence_path)
-        tracking.log_text(report.render(document), f"{tracking.ARTIFACT_DIR}/report.html")
+        plots = {name: [p for p in r.artifacts.values() if Path(p).suffix == ".png"] for name, r in train_context.results.items()}
+        tracking.log_text(report.render(document, images=plots), f"{tracking.ARTIFACT_DIR}/report.html")
         evidence_sha = f"sha256:{hashlib.sha256(evidence_bytes).hexdigest()}"
+        progress("bom: writing the CycloneDX 1.6 ML-BOM")
+        bom_bytes = ml_bom.canonical_bytes(ml_bom.build(document))
+        bom_path = workdir / Path(tracking.BOM_ARTIFACT).name
+        bom_path.write_bytes(bom_bytes)
+        tracking.log_file(bom_path)
         if signature["present"]:
             progress("attest: signing the release attestation")
-            attestation = signing.sign_statement(
-                workdir / "attestation.sig", signer, subject_name=model_name, subject_digest=model_digest,
-                predicate_type=ATTESTATION_PREDICATE,
-                predicate={"evidence_sha256": evidence_sha, "dataset_sha256": dataset_sha, "decision": decision.to_json()["decision"],
-                           "policy_digest": decision.policy_digest, "run_id": active.info.run_id, "model_uri": logged.uri,
-                           "metrics": document["stages"].get("evaluate", {}).get("metrics", {}), "tools": document["tools"]},
+            predicate = attestation.build_predicate(
+                document, evidence_sha256=evidence_sha, bom_sha256=ml_bom.sha256(bom_bytes), signer=signature["signer"],
+                evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT,
             )
-            tracking.log_file(attestation)
+            tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
         tags = {"decision": document["policy"]["decision"], "model_digest": model_digest, "dataset_sha256": dataset_sha,
-                "policy_digest": decision.policy_digest, "signer": signature["signer"], "evidence_sha256": evidence_sha}
+                "policy_digest": decision.policy_digest, "policy_packs": ",".join(decision.packs),
+                "signer": signature["signer"], "evidence_sha256": evidence_sha}
         tracking.set_tags(tags)
         version = None
         if decision.allow:
             progress(f"promote: registering {model_name} and moving @{alias}")
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
-                                        _description(document, active.info.run_id), active.info.run_id)
+                                        _description(document, active.info.run_id, alias), active.info.run_id)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
+
+
+def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:
+    """The current alias holder, for the champion stage: its logged metrics, and the model itself only
+    when its signature and attestation verify with the configured public key."""
+    from secure_pipeline import verification
+    from secure_pipeline.errors import CheckFailedError
+
+    holder = tracking.alias_holder(model_name, alias)
+    if holder is None:
+        return None
+    logged = {k.removeprefix("evaluate."): v for k, v in tracking.run_metrics(holder.run_id).items() if k.startswith("evaluate.")}
+    entry: dict[str, Any] = {"version": holder.version, "run_id": holder.run_id, "uri": f"models:/{model_name}/{holder.version}",
+                             "metrics": logged, "model": None, "note": ""}
+    if public_key is None:
+        entry["note"] = "no public key configured: the champion was not loaded; compared its logged metrics, which may come from other data"
+        return entry
+    progress(f"champion: verifying {model_name}@{alias} (version {holder.version}) before comparing with it")
+    try:
+        entry["model"] = verification.load_verified(entry["uri"], public_key, tracking_uri=uri)
+    except (CheckFailedError, BadInputError) as exc:
+        entry["note"] = f"the champion did not verify ({exc}); compared its logged metrics instead"
+    return entry
+
+
+def _champion_json(champion: dict[str, Any] | None, result: StageResult | None, alias: str) -> dict[str, Any]:
+    """The evidence's `champion` section: who held the alias and how the candidate compared."""
+    if champion is None:
+        return {"present": False, "alias": alias}
+    entry = {"present": True, "alias": alias, "version": champion["version"], "run_id": champion["run_id"],
+             "verified": champion.get("model") is not None, "logged_metrics": {k: float(v) for k, v in champion["metrics"].items()}}
+    if result is not None and result.details.get("present"):
+        entry.update(compared_on=result.details["compared_on"], metrics=result.details["champion_metrics"], status=result.status)
+    if champion.get("note"):
+        entry["note"] = champion["note"]
+    return entry
 
 
 def _digest_only(model_dir: Path) -> tuple[str, dict[str, str]]:
@@ -343,7 +418,7 @@ def _redact(uri: str) -> str:
     return urlunsplit(parts)
 
 
-def _description(document: dict[str, Any], run_id: str) -> str:
+def _description(document: dict[str, Any], run_id: str, alias: str) -> str:
     """Markdown shown on the model version page: what was checked and where the evidence is."""
     checks = document["data"]["checks"]
     metrics = document["stages"].get("evaluate", {}).get("metrics", {})
@@ -358,6 +433,6 @@ def _description(document: dict[str, Any], run_id: str) -> str:
         "- Held-out metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + ".",
         f"- Model digest: `{document['model']['digest']}`; signer `{document['signature']['signer']}`.",
         "",
-        "Verify before use: `secure-pipeline verify models:/NAME@ALIAS --public-key PUBLIC_KEY_PEM`.",
+        f"Verify before use: `secure-pipeline verify models:/{document['model']['name']}@{alias} --public-key SIGNER_PUBLIC_KEY_PEM`.",
     ]
     return "\n".join(lines)

@@ -82,6 +82,10 @@ class Context:
     n_jobs: int | None = None
     results: dict[str, StageResult] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None
+    # The model now holding the registry alias, looked up by the runner before the model stages:
+    # {"version", "run_id", "uri", "metrics", "model" (loaded only after signature verification, else
+    # None), "note"}; None when no model holds the alias yet.
+    champion: Mapping[str, Any] | None = None
 
     @property
     def features(self) -> list[str]:

@@ -14,9 +14,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
+    import pandas as pd
 
 from secure_pipeline.errors import BadInputError, InfrastructureError, SecurePipelineError
 
@@ -24,6 +25,7 @@ ARTIFACT_DIR = "secure-pipeline"
 SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
 ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
 EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
+BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
 TAG_PREFIX = "secure_pipeline."
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
@@ -129,6 +131,15 @@ def log_json(document: Any, artifact_file: str) -> None:
 
     with infrastructure_errors(f"logging {artifact_file}"):
         mlflow.log_text(json.dumps(document, indent=2, sort_keys=True, default=str), artifact_file)
+
+
+def log_table(records: list[dict[str, Any]], artifact_file: str) -> None:
+    """A table (list of records) as an MLflow table artifact, viewable in the UI."""
+    import mlflow
+    import pandas as pd
+
+    with infrastructure_errors(f"logging {artifact_file}"):
+        mlflow.log_table(data=pd.DataFrame.from_records(records), artifact_file=artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
@@ -259,3 +270,26 @@ def find_version(uri: str) -> RegisteredVersion:
 
 def fresh_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def alias_holder(name: str, alias: str) -> RegisteredVersion | None:
+    """The version that holds `name@alias` now, or None when the model or the alias does not exist yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise InfrastructureError(f"MLflow failed while looking up {name}@{alias}: {exc.message}") from exc
+    return RegisteredVersion(name=name, version=str(found.version), run_id=found.run_id, source=found.source,
+                             tags=dict(found.tags), aliases=tuple(found.aliases))
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    """The latest value of every metric logged on a run."""
+    import mlflow
+
+    with infrastructure_errors(f"reading the metrics of run {run_id}"):
+        return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)

@@ -40,7 +40,7 @@ def test_no_file_means_defaults() -> None:
     config = load_config(None)
     assert config == Config()
     assert config.gate.on_flagged == "fail"
-    assert config.gate.checks == ("schema", "label_noise", "poisoning", "pii")
+    assert config.gate.checks == ("schema", "label_noise", "poisoning", "pii", "drift")
     assert config.registry.alias == "champion"
 
 

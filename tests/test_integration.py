@@ -55,7 +55,8 @@ def test_mlflow_project_runs(tmp_path: Path) -> None:
     """`mlflow run . --env-manager local` with the MLproject defaults runs the demo and promotes it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "project-test"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,

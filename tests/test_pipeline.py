@@ -135,3 +135,51 @@ def test_alias_moved_by_hand_to_a_denied_model_is_refused(lifecycle: dict) -> No
     os.environ["MLFLOW_TRACKING_URI"] = lifecycle["uri"]
     with pytest.raises(CheckFailedError, match="decision is 'deny'"):
         verification.verify_registered("models:/loan-approval@hijacked", public_key)
+
+
+def test_ml_bom_and_signed_attestation_are_logged_and_bound(lifecycle: dict) -> None:
+    """The runner logs a CycloneDX 1.6 ML-BOM and a schema-valid attestation whose predicate binds
+    the BOM, the evidence and the dataset digests to the model digest."""
+    import hashlib
+
+    from secure_pipeline import attestation
+
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    outcome = lifecycle["clean"]
+    target = lifecycle["dir"] / "bom-check"
+    bom_path = Path(client.download_artifacts(outcome.run_id, "secure-pipeline/ml-bom.cdx.json", str(target)))
+    bom = json.loads(bom_path.read_text())
+    assert bom["specVersion"] == "1.6" and bom["metadata"]["component"]["type"] == "machine-learning-model"
+    dataset = next(c for c in bom["components"] if c["type"] == "data")
+    assert "sha256:" + dataset["hashes"][0]["content"] == outcome.evidence["dataset"]["sha256"]
+    public_key = lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem"
+    bundle = Path(client.download_artifacts(outcome.run_id, "secure-pipeline/attestation.sig", str(target)))
+    statement = attestation.verify(bundle, public_key)
+    predicate = statement["predicate"]
+    assert predicate["bom_sha256"] == "sha256:" + hashlib.sha256(bom_path.read_bytes()).hexdigest()
+    assert "sha256:" + statement["subject"][0]["digest"]["sha256"] == outcome.evidence["model"]["digest"] == predicate["model_digest"]
+    assert predicate["decision"] == "allow" and predicate["dataset_sha256"] == outcome.evidence["dataset"]["sha256"]
+    assert [s["name"] for s in predicate["scan"]["scanners"]] == ["secure-pipeline-allowlist", "picklescan"]
+
+
+def test_evaluation_gate_evidence_plots_and_champion(lifecycle: dict) -> None:
+    """The clean demo's model is audited (fairness, robustness, privacy, explain) and is the first
+    champion; the next run is compared with it on the same held-out rows after verifying it."""
+    clean = lifecycle["clean"].evidence
+    stages = clean["stages"]
+    assert {"champion", "fairness", "robustness", "privacy", "explain"} <= set(stages)
+    assert clean["champion"] == {"present": False, "alias": "champion"}
+    assert stages["fairness"]["status"] in ("passed", "warning") and stages["fairness"]["metrics"]["demographic_parity_ratio_upper"] >= 0.8
+    assert stages["privacy"]["metrics"]["advantage"] <= 0.2 and stages["robustness"]["metrics"]["evasion_rate"] <= 0.5
+    champion = lifecycle["poisoned"].evidence["champion"]
+    assert champion["present"] and champion["version"] == "1" and champion["verified"] is True
+    assert champion["compared_on"] == "same held-out rows" and "accuracy" in champion["metrics"]
+    client = mlflow.MlflowClient(lifecycle["uri"])
+    run = client.get_run(lifecycle["clean"].run_id)
+    assert "fairness.demographic_parity_ratio" in run.data.metrics and "privacy.advantage" in run.data.metrics
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "secure-pipeline/stages/fairness")}
+    assert "secure-pipeline/stages/fairness/fairness_gender.png" in plots
+    cards = {a.path for a in client.list_artifacts(run.info.run_id, "secure-pipeline/stages/explain")}
+    assert "secure-pipeline/stages/explain/model-card.md" in cards
+    html = Path(client.download_artifacts(run.info.run_id, "secure-pipeline/report.html", str(lifecycle["dir"]))).read_text()
+    assert html.count("data:image/png;base64,") >= 4

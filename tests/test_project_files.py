@@ -16,7 +16,8 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def _readme_commands() -> list[str]:
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README, re.S)
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)  # pair fences line by line, whatever the language
+    blocks = [body for language, body in fenced if language in ("", "bash", "sh", "console")]
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
