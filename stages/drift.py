@@ -181,7 +181,7 @@ class DriftStage:
             context.progress(f"drift: profiling the reference ({len(context.reference):,} rows)")
             profile, source = build_profile(context.reference, s, context.seed), "reference data"
         else:
-            return _skip("skipped: no trusted reference; pass --reference FILE (or data.reference, or drift.profile) to test drift")
+            return _skip("no trusted reference; pass --reference FILE (or data.reference, or drift.profile) to test drift")
         if len(data) == 0:
             return _skip("skipped: the data has no rows")
 

@@ -91,7 +91,7 @@ deny contains evaluation_rule(
 }
 
 warn contains evaluation_rule(
-	"evaluation.not_measured", "low", "evaluation stages that could not measure say why",
+	"evaluation.stage_warning", "low", "evaluation stages that warn or could not measure say why",
 	sprintf("evaluation stage '%s' %s: %s", [name, stage.status, stage.summary]),
 ) if {
 	some name, stage in input.stages
