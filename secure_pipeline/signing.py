@@ -121,15 +121,20 @@ class SignedModel:
     signature: Path
 
 
+def _read_pem_file(path: Path, what: str, fix: str) -> bytes:
+    """The bytes of a key or certificate file, or a `BadInputError` naming it and the fix."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: {what} not found; {fix}") from exc
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+
+
 def _load_private_key(path: Path | None, password: str | None) -> ec.EllipticCurvePrivateKey:
     if path is None:
         raise BadInputError("signing: no private key configured; pass --key PEM or set signing.private_key")
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: private key not found; pass the path of a PEM EC private key") from exc
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read private key ({exc.strerror})") from exc
+    data = _read_pem_file(path, "private key", "pass the path of a PEM EC private key")
     try:
         key = serialization.load_pem_private_key(data, password.encode() if password else None)
     except TypeError as exc:
@@ -143,12 +148,7 @@ def _load_private_key(path: Path | None, password: str | None) -> ec.EllipticCur
 
 def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     """Read a PEM EC public key, or raise `BadInputError` naming the file."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: public key not found; pass the path of the signer's PEM public key") from exc
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read public key ({exc.strerror})") from exc
+    data = _read_pem_file(path, "public key", "pass the path of the signer's PEM public key")
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
@@ -214,12 +214,7 @@ def _hashing_config(ignore: Iterable[str], algorithm: str = "sha256"):
 
 def load_certificates(path: Path, *, what: str = "certificate") -> list[x509.Certificate]:
     """Read one or more PEM certificates from `path`, or raise `BadInputError` naming the file."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: {what} not found; pass the path of a PEM file") from exc
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    data = _read_pem_file(path, what, "pass the path of a PEM file")
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError as exc:

@@ -24,6 +24,18 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int =
     )
 
 
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`secure-pipeline ARGS` in-process: (exit code, stdout, stderr)."""
+    from secure_pipeline.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse: usage errors and --help
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     """Exit `code`, one `error:` line naming `needles`, and no traceback."""
     assert result.returncode == code, result.stderr

@@ -13,23 +13,13 @@ import yaml
 from jsonschema import Draft7Validator
 
 from secure_pipeline import ci_report, policy
-from secure_pipeline.cli import main
 
-from conftest import cli
+from conftest import cli, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "tests" / "data" / "sarif-schema-2.1.0.json").read_text())
 PCI = ROOT / "policies" / "pci-dss" / "fixtures" / "deny_pci_dss.pan_as_feature.json"
 PACKS = ["--pack", "baseline", "--pack", "pci-dss"]
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -20,19 +20,9 @@ import pytest
 from secure_pipeline import demo, evidence
 from secure_pipeline.cli import build_parser, main
 
-from conftest import assert_clean_error, cli
+from conftest import assert_clean_error, cli, run_main
 
 COMMANDS = ["run", "scan-data", "sign", "verify", "scan-model", "policy"]
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`secure-pipeline ARGS` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse: usage errors and --help
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_error(code: int, out: str, err: str, expected: int, *needles: str) -> str:

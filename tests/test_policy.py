@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from secure_pipeline import evidence, policy
-from secure_pipeline.cli import main
 from secure_pipeline.errors import BadInputError
 
-from conftest import assert_clean_error, cli
+from conftest import assert_clean_error, cli, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "policies" / "baseline"
@@ -61,16 +60,6 @@ MESSAGE_NEEDLES = {
 
 def load_fixture(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`secure-pipeline ARGS` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def error_lines(stderr: str) -> list[str]:

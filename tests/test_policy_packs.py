@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from secure_pipeline import evidence, policy, waivers
-from secure_pipeline.cli import main
 from secure_pipeline.errors import BadInputError
+
+from conftest import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -35,15 +36,6 @@ def expected_rule(path: Path, catalogue: set[str]) -> str:
     """`deny_hipaa.deidentification.by_column_name` -> `hipaa.deidentification` (longest catalogue id that prefixes it)."""
     name = path.stem.split("_", 1)[1]
     return max((rule for rule in catalogue if name == rule or name.startswith(rule + ".")), key=len)
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_error(err: str) -> str:

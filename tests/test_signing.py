@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from secure_pipeline import signing
-from secure_pipeline.cli import main
 from secure_pipeline.errors import BadInputError, CheckFailedError
 from secure_pipeline.verification import default_signature
 
-from conftest import assert_clean_error, cli
+from conftest import assert_clean_error, cli, run_main
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,6 @@ def signed_dir(model_dir: Path, keys: KeyPair) -> tuple[Path, Path]:
     signature = model_dir.parent / "model.sig"
     signing.sign_model(model_dir, signature, signing.Signer(private_key=keys.private))
     return model_dir, signature
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`secure-pipeline ARGS` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def error_lines(stderr: str) -> list[str]:

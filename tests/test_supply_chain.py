@@ -28,10 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from secure_pipeline import attestation, bom, scanning, signing, verification
-from secure_pipeline.cli import main
 from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError
 
-from conftest import cli
+from conftest import cli, run_main
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -147,15 +146,6 @@ def model_dir(tmp_path: Path) -> Path:
     (model / "config.json").write_text('{"layers": 3}\n')
     (model / "sub" / "vocab.txt").write_text("alpha\nbeta\n")
     return model
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line(err: str, prefix: str) -> str:
