@@ -346,6 +346,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
                 "policy_digest": decision.policy_digest, "policy_packs": ",".join(decision.packs),
                 "signer": signature["signer"], "evidence_sha256": evidence_sha}
         tracking.set_tags(tags)
+        tracking.set_note(_description(document, active.info.run_id, alias))
         version = None
         if decision.allow:
             progress(f"promote: registering {model_name} and moving @{alias}")
@@ -419,13 +420,15 @@ def _redact(uri: str) -> str:
 
 
 def _description(document: dict[str, Any], run_id: str, alias: str) -> str:
-    """Markdown shown on the model version page: what was checked and where the evidence is."""
+    """Markdown for the model version and the run pages: the decision, what was checked, where the evidence is."""
     checks = document["data"]["checks"]
     metrics = document["stages"].get("evaluate", {}).get("metrics", {})
+    allowed = document["policy"]["decision"] == "allow"
     lines = [
-        f"**Promoted by secure-pipeline** — policy decision **{document['policy']['decision']}** "
+        f"**{'Promoted' if allowed else 'Blocked'} by secure-pipeline** — policy decision **{document['policy']['decision']}** "
         f"(policy `{document['policy']['policy_digest'][:19]}…`).",
         "",
+        *[f"- ✗ `{v['rule']}`: {v['message']}" for v in document["policy"]["violations"]],
         f"- Source run: `{run_id}` — evidence in its artifacts: `{tracking.EVIDENCE_ARTIFACT}`, "
         f"`{tracking.ARTIFACT_DIR}/report.html`, signature `{tracking.SIGNATURE_ARTIFACT}`, attestation `{tracking.ATTESTATION_ARTIFACT}`.",
         f"- Dataset: `{document['dataset']['path']}` ({document['dataset']['rows']} rows), `{document['dataset']['sha256']}`.",

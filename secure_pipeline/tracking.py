@@ -110,6 +110,14 @@ def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
         mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
 
 
+def set_note(markdown: str) -> None:
+    """The run's description in the MLflow UI (the `mlflow.note.content` tag)."""
+    import mlflow
+
+    with infrastructure_errors("describing the run"):
+        mlflow.set_tag("mlflow.note.content", markdown)
+
+
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 

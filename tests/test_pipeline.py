@@ -94,7 +94,10 @@ def test_poisoned_demo_is_blocked_and_alias_stays(lifecycle: dict) -> None:
     assert set(truth["backdoor"]) <= poisoning_rows
     label_rows = set(outcome.evidence["data"]["checks"]["label_noise"]["rows"])
     assert len(label_rows & set(truth["label_flips"])) >= 0.6 * len(truth["label_flips"])
-    assert client.get_run(outcome.run_id).data.tags["secure_pipeline.decision"] == "deny"
+    run_tags = client.get_run(outcome.run_id).data.tags
+    assert run_tags["secure_pipeline.decision"] == "deny"
+    assert run_tags["mlflow.note.content"].startswith("**Blocked by secure-pipeline**")
+    assert "`data_gate.failed`" in run_tags["mlflow.note.content"]
 
 
 def test_verify_registered_and_tampered_model(lifecycle: dict, tmp_path: Path) -> None:
