@@ -42,7 +42,6 @@ def _write_json(document: Any, out: str | None) -> None:
         sys.stdout.flush()
         return
     try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise BadInputError(f"{out}: cannot write the JSON report ({exc.strerror}); choose a writable path for --json") from exc
@@ -77,6 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_report_target(args)
     if options.demo not in (None, "clean", "poisoned"):
         raise BadInputError(f"--demo {options.demo}: unknown demo; choose clean or poisoned")
+    if options.demo is not None and options.data is not None:
+        raise BadInputError("--demo and --data exclude each other; pass --demo for the bundled data, or --data with --target")
+    if options.target is not None and options.data is None and options.config is None:
+        raise BadInputError("--target needs --data FILE (or a --config with data.path); without them the bundled demo runs")
     if options.data is not None and options.target is None and options.config is None:
         raise BadInputError("--data needs --target COLUMN (or a --config with data.target)")
     outcome = runner.run(options, progress=_progress)

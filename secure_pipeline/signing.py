@@ -341,9 +341,15 @@ def sign_model(model_path: Path, signature_path: Path, signer: Signer, *, ignore
         raise BadInputError(f"{model_path}: model path not found; pass a model file or directory")
     links = _symlinks(model_path)
     if links:
-        raise BadInputError(f"{model_path}: symbolic link(s) {', '.join(links)} inside the model; replace them with the real files")
+        where = "is a symbolic link" if model_path.is_symlink() else f"holds symbolic link(s) {', '.join(links)}"
+        raise BadInputError(f"{model_path}: the model {where}; sign the real files instead")
     config = _signer_config(signer, _ignored_inside(model_path, signature_path, ignore))
-    signature_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        signature_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(signature_path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"{signature_path}: cannot write the signature here ({exc.strerror}); choose a writable path for --signature") from exc
     try:
         config.sign(model_path, signature_path)
     except OSError as exc:
@@ -495,7 +501,13 @@ def verify_model(model_path: Path, signature_path: Path, trust: "Trust | Path", 
     if not model_path.exists() and not model_path.is_symlink():
         raise BadInputError(f"{model_path}: model path not found; pass the model file or directory that was signed")
     trust.check()
-    payload_type, payload = _verified_payload(signature_path, trust, "signature")
+    try:
+        payload_type, payload = _verified_payload(signature_path, trust, "signature")
+    except CheckFailedError as exc:
+        if label is None:
+            raise
+        # a downloaded bundle's temporary path means nothing to the user: name the model instead
+        raise CheckFailedError(f"{label}: {str(exc).replace(f'{signature_path}: ', '', 1)}") from exc
     try:
         statement = json.loads(payload)
         if statement.get("predicateType") != MODEL_PREDICATE:

@@ -445,3 +445,27 @@ def test_json_report_to_an_unwritable_path_is_bad_input(capsys: pytest.CaptureFi
     blocker.write_text("")
     code, out, err = run_main(capsys, "policy", str(fixture), "--json", str(blocker / "decision.json"))
     assert_one_error(code, out, err, 2, "decision.json", "--json")
+
+
+def test_inconsistent_run_options_are_bad_input(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "run", "--target", "approved")
+    assert code == 2 and "--target needs --data" in err and out == ""
+    code, out, err = run_main(capsys, "run", "--demo", "poisoned", "--data", "x.csv", "--target", "y")
+    assert code == 2 and "--demo and --data exclude each other" in err
+
+
+def test_unwritable_signature_path_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from secure_pipeline import signing
+
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    private, _ = signing.create_dev_keys(tmp_path / "keys")
+    code, _, err = run_main(capsys, "sign", str(model), "--key", str(private), "--signature", str(model / "x.sig"))
+    assert code == 2 and "choose a writable path for --signature" in err and "Traceback" not in err
+
+
+def test_evidence_keeps_the_sqlite_tracking_uri_as_given() -> None:
+    from secure_pipeline.runner import _redact
+
+    assert _redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert _redact("https://user:secret@mlflow.example:5000/path") == "https://mlflow.example:5000/path"

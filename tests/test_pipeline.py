@@ -186,3 +186,15 @@ def test_evaluation_gate_evidence_plots_and_champion(lifecycle: dict) -> None:
     assert "secure-pipeline/stages/explain/model-card.md" in cards
     html = Path(client.download_artifacts(run.info.run_id, "secure-pipeline/report.html", str(lifecycle["dir"]))).read_text()
     assert html.count("data:image/png;base64,") >= 4
+
+
+def test_wrong_key_for_a_registry_model_names_the_model_not_a_temp_path(lifecycle: dict, tmp_path: Path) -> None:
+    from secure_pipeline import signing
+
+    _, other_public = signing.create_dev_keys(tmp_path / "other")
+    os.environ["MLFLOW_TRACKING_URI"] = lifecycle["uri"]
+    with pytest.raises(CheckFailedError) as failure:
+        verification.verify_registered("models:/loan-approval@champion", other_public)
+    message = str(failure.value)
+    assert message.startswith("models:/loan-approval@champion") and "different key" in message
+    assert "secure-pipeline-verify-" not in message
