@@ -42,6 +42,10 @@ def _write_json(document: Any, out: str | None) -> None:
         sys.stdout.flush()
         return
     try:
+        blocking = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise BadInputError(f"{out}: {blocking} is a file, not a directory; choose another path for --json")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # CI steps write reports into fresh folders
         Path(out).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise BadInputError(f"{out}: cannot write the JSON report ({exc.strerror}); choose a writable path for --json") from exc
