@@ -292,13 +292,14 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         progress("package: scanning the served model files")
         scan = scanning.scan_path(logged.local_copy)
         signature: dict[str, Any] = {"present": False, "method": config.signing.method, "signer": signer.identity()}
-        model_digest, model_files = _digest_only(logged.local_copy)
         if scan.clean:
             progress("sign: signing the model files the artifact store serves")
             signed = signing.sign_model(logged.local_copy, workdir / "model.sig", signer, ignore=[tracking.REGISTRY_META])
             tracking.log_file(signed.signature)
             model_digest, model_files = signed.digest, signed.files
             signature.update(present=True, bundle=tracking.SIGNATURE_ARTIFACT)
+        else:  # an unsafe model is not signed, but the evidence still names what was refused
+            model_digest, model_files = signing.hash_model(logged.local_copy, ignore=[tracking.REGISTRY_META])
         if public_key:
             tracking.log_file(public_key)
 
@@ -389,17 +390,6 @@ def _champion_json(champion: dict[str, Any] | None, result: StageResult | None, 
     if champion.get("note"):
         entry["note"] = champion["note"]
     return entry
-
-
-def _digest_only(model_dir: Path) -> tuple[str, dict[str, str]]:
-    """Digest of an unsigned (unsafe) model, so the evidence still names what was refused."""
-    from model_signing import hashing
-
-    from model_signing._signing.signing import Payload
-
-    manifest = hashing.Config().set_ignored_paths(paths=[tracking.REGISTRY_META]).hash(model_dir)
-    files_ = {rd.identifier: f"{rd.digest.algorithm}:{rd.digest.digest_hex}" for rd in manifest.resource_descriptors()}
-    return f"sha256:{Payload(manifest).statement.pb.subject[0].digest['sha256']}", files_
 
 
 def _stage_json(result: StageResult) -> dict[str, Any]:

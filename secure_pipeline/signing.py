@@ -488,6 +488,14 @@ def _digests(manifest: Any) -> dict[str, str]:
     return {rd.identifier: f"{rd.digest.algorithm}:{rd.digest.digest_hex}" for rd in manifest.resource_descriptors()}
 
 
+def hash_model(model_path: Path, *, ignore: Iterable[str] = ()) -> tuple[str, dict[str, str]]:
+    """The manifest digest and per-file digests that signing would sign, without signing."""
+    from model_signing._signing.signing import Payload
+
+    manifest = _hashing_config(ignore).hash(Path(model_path))
+    return f"sha256:{Payload(manifest).statement.pb.subject[0].digest['sha256']}", _digests(manifest)
+
+
 def verify_model(model_path: Path, signature_path: Path, trust: "Trust | Path", *, label: str | None = None) -> SignedModel:
     """Check the bundle's signature against `trust` (a public key path or a `Trust`) and every file's
     hash; raise `CheckFailedError` naming what changed. The model is hashed once.

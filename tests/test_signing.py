@@ -11,7 +11,6 @@ import base64
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,42 +21,9 @@ from secure_pipeline import signing
 from secure_pipeline.errors import BadInputError, CheckFailedError
 from secure_pipeline.verification import default_signature
 
-from conftest import assert_clean_error, cli, run_main
+from conftest import KeyPair, assert_clean_error, cli, run_main, write_keys
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    private: Path
-    public: Path
-
-
-def _write_keys(directory: Path, name: str, curve: ec.EllipticCurve = ec.SECP256R1()) -> KeyPair:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(curve)
-    private, public = directory / f"{name}-private.pem", directory / f"{name}-public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return KeyPair(private, public)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
-    return _write_keys(tmp_path_factory.mktemp("keys"), "signer")
-
-
-@pytest.fixture(scope="module")
-def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
-    return _write_keys(tmp_path_factory.mktemp("other-keys"), "other")
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
-    (model / "config.json").write_text('{"layers": 3}\n')
-    (model / "sub" / "vocab.txt").write_text("alpha\nbeta\ngamma\n")
-    return model
 
 
 @pytest.fixture
@@ -137,7 +103,7 @@ def test_library_roundtrip_returns_the_manifest(signed_dir: tuple[Path, Path], k
 
 
 def test_p384_keys_work_too(tmp_path: Path, model_dir: Path) -> None:
-    pair = _write_keys(tmp_path / "p384", "p384", ec.SECP384R1())
+    pair = write_keys(tmp_path / "p384", "p384", ec.SECP384R1())
     signature = tmp_path / "p384.sig"
     signing.sign_model(model_dir, signature, signing.Signer(private_key=pair.private))
     signing.verify_model(model_dir, signature, pair.public)
@@ -270,7 +236,7 @@ def test_a_manifest_edited_to_match_the_tampered_file_is_rejected(signed_dir: tu
     _bit_flip(model)
     bundle = json.loads(signature.read_text())
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-    fresh = signing.sign_model(model, model.parent / "attacker.sig", signing.Signer(private_key=_write_keys(model.parent / "k", "x").private))
+    fresh = signing.sign_model(model, model.parent / "attacker.sig", signing.Signer(private_key=write_keys(model.parent / "k", "x").private))
     statement["predicate"]["resources"] = [
         {**r, "digest": fresh.files[r["name"]].split(":", 1)[1]} for r in statement["predicate"]["resources"]
     ]
@@ -601,3 +567,9 @@ def test_process_sign_with_non_pem_key_exits_2(model_dir: Path, tmp_path: Path) 
     bad.write_text("hello\n")
     result = cli("sign", str(model_dir), "--key", str(bad), cwd=tmp_path)
     assert_clean_error(result, 2, str(bad))
+
+
+def test_hash_model_names_what_signing_would_sign(model_dir: Path, keys: KeyPair) -> None:
+    """The digest recorded for an unsigned (unsafe) model is the digest a signature would carry."""
+    signed = signing.sign_model(model_dir, model_dir.parent / "model.sig", signing.Signer(private_key=keys.private))
+    assert signing.hash_model(model_dir) == (signed.digest, signed.files)
