@@ -13,16 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from secure_pipeline.report import checks_table, page_head, table
 from secure_pipeline.stage import StageResult
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
-h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}
-.passed{color:#1a7f37;font-weight:600} .failed{color:#cf222e;font-weight:600} .warning{color:#9a6700;font-weight:600} .skipped{color:#666}
-img{max-width:100%}
-"""
-
 
 def flagged_rows(results: Mapping[str, StageResult]) -> list[dict[str, Any]]:
     """One record per (check, row, detector): the table of flagged rows with reasons and scores."""
@@ -84,19 +76,13 @@ def _plots(results: Mapping[str, StageResult]) -> list[str]:
 
 def render(report: Mapping[str, Any], results: Mapping[str, StageResult], *, max_rows: int = 500) -> str:
     """The data report (contract JSON) and the stages' row scores as one HTML page with plots."""
-    checks = report["checks"]
     verdict = "passed" if report["passed"] else "failed"
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>secure-pipeline data report</title><style>{_STYLE}</style></head><body>",
+        page_head("secure-pipeline data report"),
         f"<h1>Data gate: <span class='{verdict}'>{verdict}</span></h1>",
         f"<p>{report['rows']:,} rows · dataset <code>{escape(report['dataset_digest'])}</code></p>",
-        "<h2>Checks</h2><table><tr><th>check</th><th>status</th><th>summary</th><th>flagged rows</th><th>metrics</th></tr>",
+        "<h2>Checks</h2>" + checks_table(report["checks"]),
     ]
-    for name, c in checks.items():
-        metrics = ", ".join(f"{escape(k)}={v:.4g}" for k, v in c.get("metrics", {}).items()) or "—"
-        parts.append(f"<tr><td>{escape(name)}</td><td class='{escape(c['status'])}'>{escape(c['status'])}</td>"
-                     f"<td>{escape(c['summary'])}</td><td>{len(c.get('rows', []))}</td><td>{metrics}</td></tr>")
-    parts.append("</table>")
     try:
         plots = _plots(results)
     except Exception as exc:  # noqa: BLE001 - a plot must never sink the report
@@ -106,11 +92,10 @@ def render(report: Mapping[str, Any], results: Mapping[str, StageResult], *, max
     rows = flagged_rows(results)
     if rows:
         parts.append(f"<h2>Flagged rows (first {min(len(rows), max_rows)} of {len(rows)})</h2>")
-        parts.append("<table><tr><th>row</th><th>check</th><th>detector</th><th>column</th><th>score</th><th>reason</th></tr>")
-        for r in rows[:max_rows]:
-            score = "" if r["score"] is None else f"{r['score']:.3g}"
-            parts.append(f"<tr><td>{r['row']}</td><td>{escape(r['check'])}</td><td>{escape(str(r['detector']))}</td>"
-                         f"<td>{escape(str(r['column'] or ''))}</td><td>{score}</td><td>{escape(r['reason'])}</td></tr>")
-        parts.append("</table>")
+        parts.append(table(
+            ["row", "check", "detector", "column", "score", "reason"],
+            [[str(r["row"]), escape(r["check"]), escape(str(r["detector"])), escape(str(r["column"] or "")),
+              "" if r["score"] is None else f"{r['score']:.3g}", escape(r["reason"])] for r in rows[:max_rows]],
+        ))
     parts.append("</body></html>")
     return "\n".join(parts)
