@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from secure_pipeline.stage import Context, StageResult, StageSettings

@@ -17,9 +17,11 @@ detector that flagged it:
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -834,11 +836,8 @@ class PoisoningStage:
         return flags, clusters
 
 
-def _write_suite(expectations: list[tuple], workdir) -> "Path":
+def _write_suite(expectations: list[tuple], workdir: Path) -> Path:
     """The reference's expectations as a Great Expectations suite (JSON), written as an artifact."""
-    import json
-    from pathlib import Path
-
     import great_expectations as gx
     import great_expectations.expectations as gxe
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 BIN = Path(sys.executable).parent
 
@@ -21,6 +24,16 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int =
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "secure_pipeline", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def require_absent(module: str) -> None:
+    """Tests of the error for a missing optional package need it absent, as in the `.[test]` environment."""
+    import importlib.util
+
+    assert importlib.util.find_spec(module) is None, (
+        f"this test checks the error shown when the optional package '{module}' is missing; "
+        "run it in the project's test environment (pip install -e '.[test]'), which does not install it"
     )
 
 
@@ -95,3 +108,42 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A PEM private key file and its public key file."""
+
+    private: Path
+    public: Path
+
+
+def write_keys(directory: Path, name: str, curve: ec.EllipticCurve = ec.SECP256R1()) -> KeyPair:
+    """A fresh EC key pair written as PEM files into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(curve)
+    private, public = directory / f"{name}-private.pem", directory / f"{name}-public.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return KeyPair(private, public)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    return write_keys(tmp_path_factory.mktemp("keys"), "signer")
+
+
+@pytest.fixture(scope="module")
+def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    return write_keys(tmp_path_factory.mktemp("other-keys"), "other")
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A small model directory with a sub-folder, for signing tests."""
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    (model / "config.json").write_text('{"layers": 3}\n')
+    (model / "sub" / "vocab.txt").write_text("alpha\nbeta\ngamma\n")
+    return model

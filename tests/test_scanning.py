@@ -31,6 +31,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.scanning import SCHEMA, ScanReport, is_allowed_global, scan_bytes, scan_path
 
+from conftest import require_absent
+
 # --------------------------------------------------------------------------------------------
 # Fixture builders
 # --------------------------------------------------------------------------------------------
@@ -583,9 +585,5 @@ def test_zip_bomb_and_decompression_budget(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_lz4_without_the_lz4_package_is_uninspectable() -> None:
-    try:
-        import lz4.frame  # noqa: F401
-    except ImportError:
-        assert "uninspectable" in _kinds(scan_bytes(b"\x04\x22\x4d\x18" + b"\x00" * 32, "model.lz4"))
-    else:  # pragma: no cover - lz4 not installed in the project venv
-        pytest.skip("lz4 is installed")
+    require_absent("lz4")
+    assert "uninspectable" in _kinds(scan_bytes(b"\x04\x22\x4d\x18" + b"\x00" * 32, "model.lz4"))

@@ -3,7 +3,7 @@ release attestation and its schema, verify-before-use against a real sqlite MLfl
 (replays, swaps, hand-moved aliases, edited evidence/BOM/tags), the ML-BOM, the second-opinion
 scanner and interoperability with the upstream `model_signing` CLI.
 
-Keys and a CA are generated here; nothing is mocked. Malicious pickles are built as bytes and
+KeyPair and a CA are generated here; nothing is mocked. Malicious pickles are built as bytes and
 never loaded. Keyless Sigstore signing/verification needs the network (Fulcio, Rekor, TUF): only
 its error paths run here.
 """
@@ -30,13 +30,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from secure_pipeline import attestation, bom, scanning, signing, verification
 from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError
 
-from conftest import cli, run_main
+from conftest import KeyPair, cli, require_absent, run_main, write_keys
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------------------------
-# Keys and a small PKI made here
+# KeyPair and a small PKI made here
 # --------------------------------------------------------------------------------------------
 
 
@@ -116,36 +116,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-@dataclass(frozen=True)
-class Keys:
-    private: Path
-    public: Path
-
-
-def _keys(directory: Path, name: str) -> Keys:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    return Keys(_pem_key(key, directory / f"{name}.pem"), _pem_public(key, directory / f"{name}.pub.pem"))
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return _keys(tmp_path_factory.mktemp("keys"), "signer")
-
-
-@pytest.fixture(scope="module")
-def other_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return _keys(tmp_path_factory.mktemp("other"), "other")
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
-    (model / "config.json").write_text('{"layers": 3}\n')
-    (model / "sub" / "vocab.txt").write_text("alpha\nbeta\n")
-    return model
 
 
 def one_line(err: str, prefix: str) -> str:
@@ -163,7 +133,7 @@ def _upstream(*args: str) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_renamed_file_is_named_as_a_rename(model_dir: Path, keys: Keys) -> None:
+def test_renamed_file_is_named_as_a_rename(model_dir: Path, keys: KeyPair) -> None:
     signature = model_dir.parent / "model.sig"
     signing.sign_model(model_dir, signature, signing.Signer(private_key=keys.private))
     (model_dir / "weights.bin").rename(model_dir / "weights-v2.bin")
@@ -171,7 +141,7 @@ def test_renamed_file_is_named_as_a_rename(model_dir: Path, keys: Keys) -> None:
         signing.verify_model(model_dir, signature, keys.public)
 
 
-def test_signature_swapped_from_another_model_is_rejected(model_dir: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+def test_signature_swapped_from_another_model_is_rejected(model_dir: Path, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
     """A valid signature by the right key, but for another model."""
     other = model_dir.parent / "other-model"
     shutil.copytree(model_dir, other)
@@ -182,7 +152,7 @@ def test_signature_swapped_from_another_model_is_rejected(model_dir: Path, keys:
     assert "changed: weights.bin" in one_line(err, "FAILED:")
 
 
-def test_symlink_pointing_outside_added_to_the_model(model_dir: Path, keys: Keys) -> None:
+def test_symlink_pointing_outside_added_to_the_model(model_dir: Path, keys: KeyPair) -> None:
     signature = model_dir.parent / "model.sig"
     signing.sign_model(model_dir, signature, signing.Signer(private_key=keys.private))
     (model_dir / "sub" / "passwd").symlink_to("/etc/passwd")
@@ -190,7 +160,7 @@ def test_symlink_pointing_outside_added_to_the_model(model_dir: Path, keys: Keys
         signing.verify_model(model_dir, signature, keys.public)
 
 
-def test_attestation_presented_as_a_model_signature_is_rejected(model_dir: Path, keys: Keys, tmp_path: Path) -> None:
+def test_attestation_presented_as_a_model_signature_is_rejected(model_dir: Path, keys: KeyPair, tmp_path: Path) -> None:
     statement = signing.sign_statement(tmp_path / "att.sig", signing.Signer(private_key=keys.private), subject_name="m",
                                        subject_digest="sha256:" + "ab" * 32, predicate_type=attestation.PREDICATE_TYPE, predicate={"decision": "allow"})
     with pytest.raises(CheckFailedError, match="not a model signature"):
@@ -227,7 +197,7 @@ def test_certificate_signature_under_another_ca_or_a_bare_key(model_dir: Path, p
     assert code == 1 and "certificate chain, not a bare key" in one_line(err, "FAILED:")
 
 
-def test_key_signature_verified_against_a_ca_is_rejected(model_dir: Path, keys: Keys, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+def test_key_signature_verified_against_a_ca_is_rejected(model_dir: Path, keys: KeyPair, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     signing.sign_model(model_dir, model_dir.parent / "model.sig", signing.Signer(private_key=keys.private))
     code, _, err = run_main(capsys, "verify", str(model_dir), "--cert-chain", str(pki.ca))
     assert code == 1 and "no X.509 certificate chain" in one_line(err, "FAILED:")
@@ -269,7 +239,7 @@ def test_verify_with_a_bad_ca_file_is_bad_input(model_dir: Path, tmp_path: Path,
 # --------------------------------------------------------------------------------------------
 
 
-def test_keyless_verify_needs_identity_and_issuer(model_dir: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keyless_verify_needs_identity_and_issuer(model_dir: Path, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(capsys, "verify", str(model_dir), "--identity", "release@example.com")
     assert code == 2 and "--issuer" in one_line(err, "error:")
     code, _, err = run_main(capsys, "verify", str(model_dir), "--public-key", str(keys.public), "--identity", "x", "--issuer", "https://issuer")
@@ -302,12 +272,7 @@ def test_keyless_verify_without_network_is_one_clear_line(model_dir: Path) -> No
 
 
 def test_pkcs11_without_the_extra_or_uri(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("model_signing")
-    try:
-        import PyKCS11  # noqa: F401
-        pytest.skip("the pkcs11 extra is installed here")
-    except ImportError:
-        pass
+    require_absent("PyKCS11")
     code, _, err = run_main(capsys, "sign", str(model_dir), "--pkcs11-uri", "pkcs11:token=ml;object=signer?pin-value=1234")
     line = one_line(err, "error:")
     assert code == 2 and "secure-pipeline[pkcs11]" in line and "1234" not in line
@@ -327,7 +292,7 @@ def test_pkcs11_extra_is_declared() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_blake3_signature_verifies_here_and_upstream(model_dir: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+def test_blake3_signature_verifies_here_and_upstream(model_dir: Path, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(capsys, "sign", str(model_dir), "--key", str(keys.private), "--hash", "blake3")
     assert code == 0, err
     signature = model_dir.parent / "model.sig"
@@ -367,7 +332,7 @@ def _predicate(**changes) -> dict:
     return base
 
 
-def test_attestation_roundtrip_and_schema(tmp_path: Path, keys: Keys) -> None:
+def test_attestation_roundtrip_and_schema(tmp_path: Path, keys: KeyPair) -> None:
     bundle = attestation.sign(tmp_path / "a.sig", signing.Signer(private_key=keys.private), _predicate())
     statement = attestation.verify(bundle, keys.public)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
@@ -380,7 +345,7 @@ def test_attestation_roundtrip_and_schema(tmp_path: Path, keys: Keys) -> None:
         attestation.validate_predicate(_predicate(decision="maybe"), source="p")
 
 
-def test_signed_attestation_with_a_malformed_predicate_fails_verification(tmp_path: Path, keys: Keys) -> None:
+def test_signed_attestation_with_a_malformed_predicate_fails_verification(tmp_path: Path, keys: KeyPair) -> None:
     predicate = _predicate()
     del predicate["policy_digest"]
     bundle = signing.sign_statement(tmp_path / "a.sig", signing.Signer(private_key=keys.private), subject_name="fraud",
@@ -397,7 +362,7 @@ def test_signed_attestation_with_a_malformed_predicate_fails_verification(tmp_pa
         attestation.verify(mismatch, keys.public)
 
 
-def test_edited_dsse_payload_of_the_attestation_is_rejected(tmp_path: Path, keys: Keys) -> None:
+def test_edited_dsse_payload_of_the_attestation_is_rejected(tmp_path: Path, keys: KeyPair) -> None:
     bundle = attestation.sign(tmp_path / "a.sig", signing.Signer(private_key=keys.private), _predicate(decision="deny"))
     document = json.loads(bundle.read_text())
     statement = json.loads(base64.b64decode(document["dsseEnvelope"]["payload"]))
@@ -558,7 +523,7 @@ def _release(name: str, signer: signing.Signer, decision: str, seed: int, workdi
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, keys: Keys, pki: Pki):
+def registry(tmp_path_factory: pytest.TempPathFactory, keys: KeyPair, pki: Pki):
     """One sqlite store: fraud v1 approved (key), v2 denied but hand-registered (decision tag forged),
     a certificate-signed approved model, and an unregistered denied run."""
     import mlflow
@@ -602,7 +567,7 @@ def restore(registry: dict):
         path.write_bytes(data)
 
 
-def test_registered_release_verifies_and_loads(registry: dict, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+def test_registered_release_verifies_and_loads(registry: dict, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(capsys, "verify", "models:/fraud@champion", "--public-key", str(keys.public), "--json", "-")
     assert code == 0, err
     report = json.loads(out)
@@ -622,7 +587,7 @@ def test_certificate_release_verifies_with_the_ca_only(registry: dict, pki: Pki,
     assert code == 1 and "not trusted" in one_line(err, "FAILED:")
 
 
-def test_alias_moved_by_hand_to_a_denied_version_is_refused(registry: dict, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+def test_alias_moved_by_hand_to_a_denied_version_is_refused(registry: dict, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(capsys, "verify", "models:/fraud@hijacked", "--public-key", str(keys.public), "--json", "-")
     assert code == 1 and json.loads(out)["verified"] is False
     line = one_line(err, "FAILED:")
@@ -631,7 +596,7 @@ def test_alias_moved_by_hand_to_a_denied_version_is_refused(registry: dict, keys
         verification.load_verified("models:/fraud@hijacked", public_key=keys.public)
 
 
-def test_old_attestation_replayed_into_another_run_is_refused(registry: dict, keys: Keys, restore) -> None:
+def test_old_attestation_replayed_into_another_run_is_refused(registry: dict, keys: KeyPair, restore) -> None:
     """An attacker copies v1's valid attestation into the denied run behind the hijacked alias."""
     target = restore(registry["denied"]["artifacts"] / "secure-pipeline" / "attestation.sig")
     shutil.copyfile(registry["approved"]["artifacts"] / "secure-pipeline" / "attestation.sig", target)
@@ -641,7 +606,7 @@ def test_old_attestation_replayed_into_another_run_is_refused(registry: dict, ke
     assert "not the served model" in message and f"not to this version's run {registry['denied']['run_id']}" in message
 
 
-def test_old_signature_and_attestation_replayed_together_are_refused(registry: dict, keys: Keys, restore) -> None:
+def test_old_signature_and_attestation_replayed_together_are_refused(registry: dict, keys: KeyPair, restore) -> None:
     for name in ("attestation.sig", "model.sig"):
         target = restore(registry["denied"]["artifacts"] / "secure-pipeline" / name)
         shutil.copyfile(registry["approved"]["artifacts"] / "secure-pipeline" / name, target)
@@ -649,7 +614,7 @@ def test_old_signature_and_attestation_replayed_together_are_refused(registry: d
         verification.verify_registered("models:/fraud@hijacked", keys.public)
 
 
-def test_version_pointed_at_another_run_is_refused(registry: dict, keys: Keys) -> None:
+def test_version_pointed_at_another_run_is_refused(registry: dict, keys: KeyPair) -> None:
     """A version whose source is the approved model but whose run is the denied one, and the reverse."""
     import mlflow
 
@@ -663,7 +628,7 @@ def test_version_pointed_at_another_run_is_refused(registry: dict, keys: Keys) -
         verification.verify_registered(f"models:/fraud/{reverse.version}", keys.public)
 
 
-def test_signature_swapped_in_the_artifact_store_is_refused(registry: dict, keys: Keys, restore) -> None:
+def test_signature_swapped_in_the_artifact_store_is_refused(registry: dict, keys: KeyPair, restore) -> None:
     target = restore(registry["approved"]["artifacts"] / "secure-pipeline" / "model.sig")
     shutil.copyfile(registry["denied"]["artifacts"] / "secure-pipeline" / "model.sig", target)
     with pytest.raises(CheckFailedError, match="files do not match the signature"):
@@ -672,14 +637,14 @@ def test_signature_swapped_in_the_artifact_store_is_refused(registry: dict, keys
 
 @pytest.mark.parametrize(("artifact", "needle"), [("evidence.json", "evidence.json was changed after it was attested"),
                                                   ("ml-bom.cdx.json", "ML-BOM was changed after it was attested")])
-def test_evidence_or_bom_edited_after_attestation_is_refused(artifact: str, needle: str, registry: dict, keys: Keys, restore) -> None:
+def test_evidence_or_bom_edited_after_attestation_is_refused(artifact: str, needle: str, registry: dict, keys: KeyPair, restore) -> None:
     target = restore(registry["approved"]["artifacts"] / "secure-pipeline" / artifact)
     target.write_bytes(target.read_bytes().replace(b'"allow"', b'"allow" ', 1) + b"\n")
     with pytest.raises(CheckFailedError, match=needle):
         verification.verify_registered("models:/fraud@champion", keys.public)
 
 
-def test_edited_version_tag_is_refused(registry: dict, keys: Keys) -> None:
+def test_edited_version_tag_is_refused(registry: dict, keys: KeyPair) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -692,7 +657,7 @@ def test_edited_version_tag_is_refused(registry: dict, keys: Keys) -> None:
         client.set_model_version_tag("fraud", version, "secure_pipeline.dataset_sha256", registry["approved"]["tags"]["dataset_sha256"])
 
 
-def test_wrong_key_and_missing_model_on_the_cli(registry: dict, other_keys: Keys) -> None:
+def test_wrong_key_and_missing_model_on_the_cli(registry: dict, other_keys: KeyPair) -> None:
     env = {"MLFLOW_TRACKING_URI": registry["uri"]}
     wrong = cli("verify", "models:/fraud@champion", "--public-key", str(other_keys.public), cwd=registry["dir"], env=env)
     assert wrong.returncode == 1 and "different key" in wrong.stderr and "Traceback" not in wrong.stderr
@@ -700,7 +665,7 @@ def test_wrong_key_and_missing_model_on_the_cli(registry: dict, other_keys: Keys
     assert missing.returncode == 2 and "no-such-model" in one_line(missing.stderr, "error:")
 
 
-def test_load_verified_audits_skops_trusted_types(registry: dict, keys: Keys, restore) -> None:
+def test_load_verified_audits_skops_trusted_types(registry: dict, keys: KeyPair, restore) -> None:
     """MLmodel is signed, so a trusted-type list edited in the store fails the signature first;
     the audit itself refuses a type missing from the recorded list."""
     model_dir = next(registry["dir"].glob(f"mlruns/*/models/{registry['approved']['uri'].split('/')[-1]}/artifacts"))
@@ -754,25 +719,16 @@ def test_config_pkcs11_method_without_the_extra_fails_before_any_work(tmp_path: 
     from secure_pipeline import runner
     from secure_pipeline.config import load_config
 
-    try:
-        import PyKCS11  # noqa: F401
-        pytest.skip("the pkcs11 extra is installed here")
-    except ImportError:
-        pass
+    require_absent("PyKCS11")
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump({"signing": {"method": "pkcs11", "pkcs11_uri": "pkcs11:token=t;object=k"}}))
     with pytest.raises(BadInputError, match=r"secure-pipeline\[pkcs11\]"):
         runner._signer(load_config(tmp_path / "pipeline.yaml"), None, lambda message: None)
 
 
-def test_keys_on_the_wrong_curve_are_bad_input(model_dir: Path, tmp_path: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
-    k1 = _keys_on(tmp_path, ec.SECP256K1())
+def test_keys_on_the_wrong_curve_are_bad_input(model_dir: Path, tmp_path: Path, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
+    k1 = write_keys(tmp_path, "k1", ec.SECP256K1())
     code, _, err = run_main(capsys, "sign", str(model_dir), "--key", str(k1.private))
     assert code == 2 and "P-256/P-384/P-521" in one_line(err, "error:")
     signing.sign_model(model_dir, model_dir.parent / "model.sig", signing.Signer(private_key=keys.private))
     code, _, err = run_main(capsys, "verify", str(model_dir), "--public-key", str(k1.public))
     assert code == 2 and str(k1.public) in one_line(err, "error:")
-
-
-def _keys_on(directory: Path, curve: ec.EllipticCurve) -> Keys:
-    key = ec.generate_private_key(curve)
-    return Keys(_pem_key(key, directory / "k1.pem"), _pem_public(key, directory / "k1.pub.pem"))

@@ -4,10 +4,8 @@ choice, train/test leakage, and the HTML data report."""
 
 from __future__ import annotations
 
-import tempfile
-
 import json
-import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,8 @@ from secure_pipeline.stage import Context
 from secure_pipeline_stages.label_noise import LabelNoiseSettings, LabelNoiseStage
 from secure_pipeline_stages.pii import PiiSettings, PiiStage
 from secure_pipeline_stages.poisoning import PoisoningSettings, PoisoningStage
+
+from conftest import require_absent
 
 
 def ctx(data, target="y", reference=None, workdir=None):
@@ -147,12 +147,9 @@ def test_ensemble_default_beats_noise_and_reports_scores():
 
 
 def test_dask_backend_without_dask_is_bad_input():
-    pytest.importorskip("sklearn")
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        with pytest.raises(BadInputError, match="dask"):
-            LabelNoiseStage(LabelNoiseSettings(backend="dask", model="logistic_regression")).run(ctx(gaussian(100)))
+    require_absent("distributed")
+    with pytest.raises(BadInputError, match="dask"):
+        LabelNoiseStage(LabelNoiseSettings(backend="dask", model="logistic_regression")).run(ctx(gaussian(100)))
 
 
 def test_threading_backend_runs():
