@@ -433,26 +433,30 @@ def _verifier_config(trust: Trust):
         ) from exc
 
 
-def _check_material(bundle: dict[str, Any], trust: Trust, signature_path: Path, what: str) -> None:
+def _check_material(bundle: dict[str, Any], trust: Trust, shown: str | Path, what: str) -> None:
     """Refuse early, with a clear reason, a bundle whose kind of signer does not match the trust material."""
     material = bundle.get("verificationMaterial") or {}
     if trust.method == "key":
         if "publicKey" not in material:
             kind = "an X.509 certificate chain" if "x509CertificateChain" in material else "a Sigstore certificate"
-            raise CheckFailedError(f"{signature_path}: the {what} was made with {kind}, not a bare key; verify with --cert-chain or --identity/--issuer")
+            raise CheckFailedError(f"{shown}: the {what} was made with {kind}, not a bare key; verify with --cert-chain or --identity/--issuer")
         hint = material["publicKey"].get("hint")
         if hint and f"sha256:{hint}" != key_fingerprint(load_public_key(trust.public_key)):
-            raise CheckFailedError(f"{signature_path}: {what} signed by a different key (sha256:{hint[:16]}…), not by {trust.public_key}")
+            raise CheckFailedError(f"{shown}: {what} signed by a different key (sha256:{hint[:16]}…), not by {trust.public_key}")
     elif trust.method == "certificate" and "x509CertificateChain" not in material:
-        raise CheckFailedError(f"{signature_path}: the {what} carries no X.509 certificate chain (it was signed with a bare key or keyless); verify with --public-key or --identity/--issuer")
+        raise CheckFailedError(f"{shown}: the {what} carries no X.509 certificate chain (it was signed with a bare key or keyless); verify with --public-key or --identity/--issuer")
 
 
-def _verified_payload(signature_path: Path, trust: Trust, what: str) -> tuple[str, bytes]:
-    """Check the bundle's signature (and certificate chain) against `trust`; return (payload type, payload)."""
+def _verified_payload(signature_path: Path, trust: Trust, what: str, shown: str | None = None) -> tuple[str, bytes]:
+    """Check the bundle's signature (and certificate chain) against `trust`; return (payload type, payload).
+
+    Messages name `shown` (e.g. the registry model) instead of the bundle path when it is given.
+    """
     from model_signing._signing import sign_sigstore_pb
 
     config = _verifier_config(trust)
-    _check_material(_read_bundle(signature_path), trust, signature_path, what)
+    shown = shown or str(signature_path)
+    _check_material(_read_bundle(signature_path), trust, shown, what)
     try:
         if trust.method == "sigstore":
             from model_signing._signing import sign_sigstore
@@ -464,10 +468,10 @@ def _verified_payload(signature_path: Path, trust: Trust, what: str) -> tuple[st
     except Exception as exc:  # InvalidSignature, OpenSSL chain errors, protobuf parse errors, sigstore errors
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         if type(exc).__name__ == "X509StoreContextError":
-            raise CheckFailedError(f"{signature_path}: the {what}'s certificate is not trusted by {trust.describe()} ({reason})") from exc
+            raise CheckFailedError(f"{shown}: the {what}'s certificate is not trusted by {trust.describe()} ({reason})") from exc
         if "cannot be used for signing" in reason:
-            raise CheckFailedError(f"{signature_path}: the {what}'s certificate is not a signing certificate (no digitalSignature/codeSigning usage)") from exc
-        raise CheckFailedError(f"{signature_path}: {what} is not valid for {trust.describe()} ({reason})") from exc
+            raise CheckFailedError(f"{shown}: the {what}'s certificate is not a signing certificate (no digitalSignature/codeSigning usage)") from exc
+        raise CheckFailedError(f"{shown}: {what} is not valid for {trust.describe()} ({reason})") from exc
 
 
 def _actual_manifest(model_path: Path, serialization: dict[str, Any], ignore: Iterable[str]):
@@ -509,13 +513,7 @@ def verify_model(model_path: Path, signature_path: Path, trust: "Trust | Path", 
     if not model_path.exists() and not model_path.is_symlink():
         raise BadInputError(f"{model_path}: model path not found; pass the model file or directory that was signed")
     trust.check()
-    try:
-        payload_type, payload = _verified_payload(signature_path, trust, "signature")
-    except CheckFailedError as exc:
-        if label is None:
-            raise
-        # a downloaded bundle's temporary path means nothing to the user: name the model instead
-        raise CheckFailedError(f"{label}: {str(exc).replace(f'{signature_path}: ', '', 1)}") from exc
+    payload_type, payload = _verified_payload(signature_path, trust, "signature", shown=label)
     try:
         statement = json.loads(payload)
         if statement.get("predicateType") != MODEL_PREDICATE:
