@@ -42,8 +42,10 @@ from secure_pipeline_stages.poisoning import PoisoningSettings, PoisoningStage
 TARGET = "y"
 LABEL_CORRUPTIONS = ("uniform_flip", "class_flip")
 POISON_CORRUPTIONS = ("oor_trigger", "inrange_trigger", "ood_rows", "dup_flood")
-CORRUPTIONS = (*LABEL_CORRUPTIONS, *POISON_CORRUPTIONS)
-RATES = {"uniform_flip": 0.10, "class_flip": 0.15, "oor_trigger": 0.03, "inrange_trigger": 0.03, "ood_rows": 0.03, "dup_flood": 0.03}
+EXTRA_CORRUPTIONS = ("ood_rounded", "none")  # reported, not targets: OOD rows on the columns' precision; clean data
+CORRUPTIONS = (*LABEL_CORRUPTIONS, *POISON_CORRUPTIONS, *EXTRA_CORRUPTIONS)
+RATES = {"uniform_flip": 0.10, "class_flip": 0.15, "oor_trigger": 0.03, "inrange_trigger": 0.03, "ood_rows": 0.03,
+         "ood_rounded": 0.03, "dup_flood": 0.03, "none": 0.0}
 
 
 # --------------------------------------------------------------------------- data
@@ -84,6 +86,15 @@ def _numeric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c != TARGET and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() > 2]
 
 
+def _decimal_places(values: pd.Series) -> int:
+    """Decimal places of a column's values (up to 6)."""
+    for places in range(7):
+        scaled = values.to_numpy(dtype=float) * 10**places
+        if np.allclose(scaled, np.round(scaled)):
+            return places
+    return 6
+
+
 def _other_label(labels: np.ndarray, classes: np.ndarray, rng) -> np.ndarray:
     out = labels.copy()
     for i, label in enumerate(labels):
@@ -104,7 +115,9 @@ def corrupt(name: str, clean: pd.DataFrame, corruption: str, seed: int) -> Case:
     rate = RATES[corruption]
     numeric = _numeric_columns(data)
     target_class = classes[-1]  # the attacker's target label
-    if corruption == "uniform_flip":
+    if corruption == "none":
+        truth = set()
+    elif corruption == "uniform_flip":
         rows = rng.choice(n, int(rate * n), replace=False)
         data.loc[rows, TARGET] = _other_label(y[rows], classes, rng)
         truth = set(rows.tolist())
@@ -124,20 +137,22 @@ def corrupt(name: str, clean: pd.DataFrame, corruption: str, seed: int) -> Case:
             lo, hi = data[column].min(), data[column].max()
             data[column] = data[column].astype(float)
             data.loc[rows, column] = hi + (hi - lo)
-        else:  # three features set to a fixed pattern of in-range values (their 10th/90th percentiles)
+        else:  # three features set to a fixed pattern of observed values (their 10th/90th percentiles)
             for column in rng.choice(numeric, min(3, len(numeric)), replace=False):
                 q = rng.choice([0.1, 0.9])
-                value = float(np.quantile(data[column], q))
+                value = float(np.quantile(data[column], q, method="closest_observation"))
                 data[column] = data[column].astype(float)
                 data.loc[rows, column] = value
         data.loc[rows, TARGET] = target_class
         truth = set(rows.tolist())
-    elif corruption == "ood_rows":  # rows drawn uniformly from the bounding box, random labels
+    elif corruption in ("ood_rows", "ood_rounded"):  # rows drawn uniformly from the bounding box, random labels
         count = max(5, int(rate * n))
         fake = data.sample(count, replace=True, random_state=seed).reset_index(drop=True)
         for column in numeric:
             lo, hi = float(data[column].min()), float(data[column].max())
             fake[column] = rng.uniform(lo, hi, count)
+            if corruption == "ood_rounded":  # written with the column's own decimal places, as a careful attacker would
+                fake[column] = fake[column].round(_decimal_places(data[column]))
         fake[TARGET] = rng.choice(classes, count)
         data = pd.concat([data, fake], ignore_index=True)
         truth = set(range(n, n + count))
@@ -180,8 +195,8 @@ def isolation_forest(frame: pd.DataFrame, seed: int) -> set[int]:
     return set(np.flatnonzero(model.fit_predict(_features(frame)) == -1).tolist())
 
 
-def gate(case: Case, seed: int) -> dict[str, set[int]]:
-    """Rows flagged by the gate's label_noise and poisoning checks, and by each poisoning detector."""
+def gate(case: Case, seed: int) -> tuple[dict[str, set[int]], dict[str, str]]:
+    """Rows flagged by the gate's label_noise and poisoning checks and by each poisoning detector; their statuses."""
     context = Context(data=case.data, target=TARGET, workdir=Path("."), reference=case.reference, seed=seed)
     label = LabelNoiseStage(LabelNoiseSettings(max_issue_rate=1.0)).run(context)
     context.results["label_noise"] = label
@@ -190,7 +205,7 @@ def gate(case: Case, seed: int) -> dict[str, set[int]]:
     for finding in poison.findings:
         out.setdefault(f"poisoning:{finding.detector}", set()).add(finding.row)
     out["gate"] = out["label_noise"] | out["poisoning"]
-    return out
+    return out, {"label_noise": label.status, "poisoning": poison.status}
 
 
 def score(found: set[int], truth: set[int]) -> tuple[float, float, float]:
@@ -210,7 +225,7 @@ def quality(seeds: list[int], only: list[str] | None) -> pd.DataFrame:
             for corruption in CORRUPTIONS:
                 case = corrupt(name, clean, corruption, seed)
                 started = time.perf_counter()
-                found = gate(case, seed)
+                found, status = gate(case, seed)
                 gate_seconds = time.perf_counter() - started
                 found["baseline:cleanlab_default"] = cleanlab_default(case.data, seed)
                 found["baseline:isolation_forest"] = isolation_forest(case.data, seed)
@@ -218,6 +233,7 @@ def quality(seeds: list[int], only: list[str] | None) -> pd.DataFrame:
                     p, r, f = score(rows, case.truth)
                     records.append({"seed": seed, "dataset": name, "corruption": corruption, "detector": detector,
                                     "precision": p, "recall": r, "f1": f, "flagged": len(rows),
+                                    "status": status.get(detector, ""),
                                     "injected": len(case.truth), "rows": len(case.data)})
                 print(f"  {name:16s} {corruption:15s} rows {len(case.data):5d} gate {gate_seconds:5.1f}s "
                       + " ".join(f"{d.split(':')[-1]}={score(found.get(d, set()), case.truth)[2]:.2f}"
@@ -233,7 +249,8 @@ def summarize(table: pd.DataFrame) -> str:
     lines.append("### Mean over datasets and seeds (precision / recall / F1)\n")
     lines.append("| corruption | " + " | ".join(main) + " |")
     lines.append("|---" * (len(main) + 1) + "|")
-    for corruption in CORRUPTIONS:
+    injected = [c for c in CORRUPTIONS if c != "none"]
+    for corruption in injected:
         cells = []
         for detector in main:
             row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
@@ -243,7 +260,7 @@ def summarize(table: pd.DataFrame) -> str:
     lines.append("\n### Poisoning detectors, recall per corruption (mean)\n")
     lines.append("| corruption | " + " | ".join(d.split(":")[1] for d in detectors) + " |")
     lines.append("|---" * (len(detectors) + 1) + "|")
-    for corruption in CORRUPTIONS:
+    for corruption in injected:
         cells = []
         for detector in detectors:
             row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
@@ -261,12 +278,13 @@ def summarize(table: pd.DataFrame) -> str:
         lines.append(f"- poisoning on {corruption}: precision {sub.precision.mean():.2f}, recall {sub.recall.mean():.2f} "
                      f"(min recall over datasets {sub.recall.min():.2f})")
     lines.append("\n### Per dataset: F1 of label_noise vs cleanlab default; poisoning recall/precision\n")
-    lines.append("| dataset | rows | uniform_flip | class_flip | oor_trigger | inrange_trigger | ood_rows | dup_flood |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    shown = (*LABEL_CORRUPTIONS, *POISON_CORRUPTIONS, "ood_rounded")
+    lines.append("| dataset | rows | " + " | ".join(shown) + " |")
+    lines.append("|---" * (len(shown) + 2) + "|")
     per = table.groupby(["dataset", "corruption", "detector"])[["precision", "recall", "f1", "rows"]].mean()
     for dataset in table.dataset.unique():
         cells = []
-        for corruption in CORRUPTIONS:
+        for corruption in shown:
             if corruption in LABEL_CORRUPTIONS:
                 a, b = per.loc[(dataset, corruption, "label_noise")], per.loc[(dataset, corruption, "baseline:cleanlab_default")]
                 cells.append(f"{a.f1:.2f} vs {b.f1:.2f}")
@@ -275,6 +293,18 @@ def summarize(table: pd.DataFrame) -> str:
                 cells.append(f"R {a.recall:.2f} P {a.precision:.2f}")
         rows = int(per.loc[(dataset, CORRUPTIONS[0], "label_noise")].rows)
         lines.append(f"| {dataset} | {rows} | " + " | ".join(cells) + " |")
+    clean = table[table.corruption == "none"]
+    if not clean.empty:
+        lines.append("\n### False alarms on the clean data (no injection): rows flagged, status\n")
+        lines.append("| dataset | rows | label_noise | poisoning | poisoning detectors |")
+        lines.append("|---|---|---|---|---|")
+        for dataset, sub in clean.groupby("dataset", sort=False):
+            cell = {d: sub[sub.detector == d].iloc[0] for d in ("label_noise", "poisoning")}
+            detectors = ", ".join(f"{r.detector.split(':')[1]} {int(r.flagged)}" for r in sub.itertuples()
+                                  if r.detector.startswith("poisoning:") and r.flagged)
+            lines.append(f"| {dataset} | {int(cell['poisoning'].rows)} | "
+                         + " | ".join(f"{int(c.flagged)} ({c.flagged / c.rows:.1%}) {c.status}" for c in cell.values())
+                         + f" | {detectors or '—'} |")
     return "\n".join(lines)
 
 

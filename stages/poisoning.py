@@ -21,6 +21,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,27 @@ import pandas as pd
 from pydantic import Field
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.features import MAX_CATEGORIES, FeatureColumns, as_text_categories, make_preprocessor, split_columns
+from secure_pipeline.features import (
+    MAX_CATEGORIES,
+    FeatureColumns,
+    as_text_categories,
+    make_preprocessor,
+    split_columns,
+)
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 
 MIN_ROWS_FOR_STATS = 20  # fewer non-empty values than this: no robust statistics for the column
 SKEW_FOR_LOG = 0.2  # Kelly's quantile skewness above which a non-negative column is judged on a log scale
 MAX_KNN_ROWS = 50_000  # kNN is fitted on a sample of this many distinct rows beyond it
-SCALE_ROWS = 200_000  # beyond this many distinct rows the kNN reference sample is SCALE_KNN_ROWS
-SCALE_KNN_ROWS = 10_000
+SCALE_ROWS = 200_000  # beyond this many distinct rows kNN scores a sample plus the outlier candidates
+SCALE_SAMPLE_ROWS = 20_000  # random distinct rows kNN-scored at scale (calibration, label-conditional test)
+SCALE_CANDIDATE_ROWS = 20_000  # at most this many rows the cheap views rank most outlying, kNN-scored at scale
+SCALE_KNN_ROWS = 10_000  # the neighbours at scale come from a random sample of this many distinct rows
+PEELING_ROUNDS = 4  # votes of the label-conditional test, each without the neighbours outvoted before
+VALUE_BINS = 20
+TIGHT_SHARE = 0.25  # a binned trigger's holders have an interquartile range below this share of the bin width
+MAX_DECIMALS = 4  # columns recorded with up to this many decimal places are checked for more precise values
+LATTICE_SHARE = 0.99  # without a reference, a column's decimal places are those of at least this share of values  # continuous columns are cut into this many quantile bins for the label-conditional test
 CLUSTER_ALPHA = 1e-3  # family-wise false-alarm rate of the trigger-cluster test
 MAX_DETAIL_ITEMS = 20
 BLOCK_EDGE_SHARE = 0.5  # kNN-graph edges up to median + 0.5·density_z·MAD (log scale) join rows
@@ -47,7 +61,7 @@ class PoisoningSettings(StageSettings):
 
     robust_z: float = Field(8.0, gt=0, description="Flag values whose robust z-score is above this (no reference).")
     range_margin: float = Field(
-        0.1, ge=0, description="With a reference: flag values outside [min - m·range, max + m·range]."
+        0.5, ge=0, description="With a reference: flag values outside [min - m·range, max + m·range]."
     )
     k: int = Field(10, ge=1, le=200, description="Neighbours for the kNN density detector.")
     density_z: float = Field(
@@ -64,10 +78,19 @@ class PoisoningSettings(StageSettings):
         4.0, gt=0, description="With a reference: a value must also be this many robust SDs of the reference from its median."
     )
     isolation_z: float = Field(
-        4.0, gt=0, description="Flag rows whose mean robust z of kNN distance and IsolationForest score is above this."
+        3.5, gt=0, description="Flag rows whose median robust z of kNN distance, IsolationForest score and Mahalanobis distance is above this (two of three views)."
     )
-    spectral_z: float = Field(4.0, gt=0, description="Spectral signatures: robust z along a class's top direction.")
     max_isolation_rows: int = Field(200_000, ge=1000, description="IsolationForest scores a sample of this many rows beyond it.")
+
+
+@dataclass
+class _Neighbours:
+    """The k nearest distinct vectors of the scored vectors (indices into the distinct vectors)."""
+
+    rows: np.ndarray  # scored vectors
+    calibration: np.ndarray  # bool per scored vector: part of the random sample the cutoffs are estimated on
+    dist: np.ndarray  # (scored, k)
+    idx: np.ndarray  # (scored, k)
 
 
 @dataclass
@@ -155,6 +178,55 @@ def _label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
     return codes.astype(int), [_jsonable(u) for u in uniques]
 
 
+def _robust_z(scores: np.ndarray) -> np.ndarray | None:
+    """(x - median) / (1.4826 MAD), or None when the scores do not vary."""
+    median = float(np.median(scores))
+    mad = 1.4826 * float(np.median(np.abs(scores - median)))
+    return None if mad == 0 else (scores - median) / mad
+
+
+def _value_codes(series: pd.Series, numeric: bool) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Code per row (-1 when empty) and a name per code: exact values, or quantile bins of a continuous column.
+
+    For binned columns the bin widths come back too (else None): a trigger is a value, not a stretch of a bin.
+    """
+    if numeric and series.nunique(dropna=True) > MAX_CATEGORIES:
+        values = _numeric(series)
+        present = np.isfinite(values)
+        edges = np.unique(np.quantile(values[present], np.linspace(0, 1, VALUE_BINS + 1)))
+        codes = np.full(values.size, -1)
+        codes[present] = np.clip(np.searchsorted(edges, values[present], side="right") - 1, 0, max(edges.size - 2, 0))
+        names = [f"in [{_fmt(round(lo, 4))}, {_fmt(round(hi, 4))}]" for lo, hi in pairwise(edges)] or ["constant"]
+        return codes, names, np.diff(edges) if edges.size > 1 else np.zeros(1)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return codes.astype(int), [f"= {_fmt(u)}" for u in uniques], None
+
+
+def _decimals(values: np.ndarray, share: float) -> int | None:
+    """The fewest decimal places (0 to MAX_DECIMALS) that at least `share` of the values are written with."""
+    for places in range(MAX_DECIMALS + 1):
+        scaled = values * 10.0**places
+        on_grid = np.abs(scaled - np.round(scaled)) <= 1e-6 * np.maximum(1.0, np.abs(scaled))
+        if on_grid.mean() >= share:
+            return places
+    return None
+
+
+def _off_lattice(column: str, values: np.ndarray, check: np.ndarray, places: int | None, source: str) -> list[Finding]:
+    """Values with more decimal places than `source` is recorded with (fabricated rows rarely round like real ones)."""
+    if places is None:
+        return []
+    scaled = values * 10.0**places
+    with np.errstate(invalid="ignore"):
+        off = check & (np.abs(scaled - np.round(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled)))
+    unit = "whole numbers" if places == 0 else f"at most {places} decimal place{'s' * (places > 1)}"
+    return [
+        Finding(reason=f"{column}={_fmt(values[row])} is more precise than {source} ({unit})", row=int(row),
+                column=column, score=1.0, detector="range")
+        for row in np.flatnonzero(off)
+    ]
+
+
 def _binomial_tail(successes: int, trials: int, p: float) -> float:
     from scipy.stats import binom
 
@@ -206,23 +278,29 @@ class PoisoningStage:
 
         context.progress(f"poisoning: range checks over {len(columns.used)} columns")
         range_flags, range_hits = self._range(data, columns, log_columns, context.reference, notes)
-        context.progress(f"poisoning: duplicates and kNN density over {n:,} rows")
+        context.progress(f"poisoning: duplicates over {n:,} rows")
         group_of, group_rows = self._groups(text)
         dup_flags, conflict_groups, floods = self._exact_duplicates(group_of, group_rows, codes, class_names)
-        density_flags, near_flags, near_groups = self._density(
-            data, columns, log_columns, group_of, group_rows, codes, class_names, context, notes
-        )
-        dup_flags.findings.extend(near_flags.findings)
-        dup_flags.details["near_conflicting_groups"] = near_groups
-        dup_flags.details["near_conflicts"] = near_flags.details.get("groups", [])
         cluster_flags, clusters = self._clusters(data, columns, range_hits, codes, class_names)
-        matrix = getattr(density_flags, "matrix", None)
-        iso_flags, spectral_flags = _Flags(), _Flags()
-        if matrix is not None:
-            context.progress(f"poisoning: IsolationForest and spectral signatures over {len(group_rows):,} distinct rows")
-            iso_flags = self._isolation(matrix, getattr(density_flags, "knn_z", None), group_rows, density_flags.rows, context)
-            spectral_flags = self._spectral(matrix, group_of, codes, class_names, cluster_flags.rows)
-            clusters.extend(spectral_flags.details.pop("clusters", []))
+        density_flags, outlier_flags, label_flags = _Flags(), _Flags(), _Flags()
+        near_groups = 0
+        knn_z = combined = None
+        reps = np.array([rows[0] for rows in group_rows])  # one row per distinct feature vector
+        if reps.size < 3 * self.settings.k:
+            density_flags.details["skipped"] = outlier_flags.details["skipped"] = f"fewer than {3 * self.settings.k} distinct rows"
+        else:
+            matrix = self._matrix(data, columns, log_columns, reps)
+            context.progress(f"poisoning: IsolationForest and Mahalanobis distance over {reps.size:,} distinct rows")
+            views = self._global_views(matrix, context)
+            neighbours = self._neighbours(matrix, views, context, notes)
+            density_flags, near_flags, near_groups, knn_z = self._density(neighbours, group_rows, codes, class_names, notes)
+            dup_flags.findings.extend(near_flags.findings)
+            dup_flags.details["near_conflicts"] = near_flags.details.get("groups", [])
+            outlier_flags, combined = self._outliers(views, knn_z, group_rows, density_flags.rows)
+            label_flags = self._label_conditional(data, columns, reps, group_of, group_rows, codes, class_names,
+                                                  neighbours, cluster_flags.rows)
+            clusters.extend(label_flags.details.pop("clusters", []))
+        dup_flags.details["near_conflicting_groups"] = near_groups
         artifacts = {}
         expectations = range_flags.details.pop("expectations", [])
         if context.reference is not None and expectations:
@@ -232,10 +310,10 @@ class PoisoningStage:
         detectors = {
             "range": range_flags,
             "density": density_flags,
-            "isolation": iso_flags,
+            "isolation": outlier_flags,
             "duplicates": dup_flags,
             "trigger_cluster": cluster_flags,
-            "spectral": spectral_flags,
+            "label_conditional": label_flags,
         }
         findings = [f for flags in detectors.values() for f in flags.findings]
         findings.sort(key=lambda f: (f.row, f.detector or ""))
@@ -301,115 +379,154 @@ class PoisoningStage:
             details=details,
             artifacts=artifacts,
             outputs={"row_scores": {
-                name: values[group_of] for name, values in (
-                    ("knn_distance_z", getattr(density_flags, "knn_z", None)),
-                    ("isolation_combined_z", getattr(iso_flags, "combined", None)),
-                ) if values is not None
+                name: values[group_of] for name, values in (("knn_distance_z", knn_z), ("isolation_combined_z", combined))
+                if values is not None
             }},
         )
 
-    # ------------------------------------------------------------------ (b') IsolationForest
-    def _isolation(self, matrix, knn_z, group_rows, already, context) -> _Flags:
-        """Rows isolated by both views: mean robust z of the kNN distance and the IsolationForest score.
+    # ------------------------------------------------------------------ (b') global outlier views
+    def _global_views(self, matrix, context) -> dict[str, np.ndarray]:
+        """Robust z-scores of the IsolationForest score and of the Mahalanobis distance of every distinct vector.
 
-        The cutoff is on robust z-scores of the data's own score distribution, so the share flagged
-        (the contamination) is estimated from the data rather than fixed in advance.
+        The Mahalanobis distance uses the Ledoit-Wolf covariance, so a row that breaks the correlations
+        between columns (an injected row drawn column by column) stands out even inside every column's range.
         """
+        from sklearn.covariance import LedoitWolf
         from sklearn.ensemble import IsolationForest
 
         s = self.settings
-        flags = _Flags()
         distinct = matrix.shape[0]
-        if knn_z is None or distinct < 3 * s.k:
-            flags.details["skipped"] = "too few distinct rows or no kNN scores"
-            return flags
         rng = np.random.default_rng(context.seed)
         fit = matrix if distinct <= s.max_isolation_rows else matrix[rng.choice(distinct, s.max_isolation_rows, replace=False)]
-        model = IsolationForest(n_estimators=100, random_state=context.seed, n_jobs=context.n_jobs).fit(fit)
-        raw = -model.score_samples(matrix)
-        median = float(np.median(raw))
-        mad = 1.4826 * float(np.median(np.abs(raw - median)))
-        if mad == 0:
-            flags.details["skipped"] = "IsolationForest scores do not vary (MAD 0)"
-            return flags
-        iso_z = (raw - median) / mad
-        combined = (iso_z + knn_z) / 2
-        flags.combined = combined
+        forest = IsolationForest(n_estimators=100, random_state=context.seed, n_jobs=context.n_jobs).fit(fit)
+        views = {"isolation_forest": _robust_z(-forest.score_samples(matrix))}
+        covariance = LedoitWolf().fit(fit)
+        views["mahalanobis"] = _robust_z(0.5 * np.log(covariance.mahalanobis(matrix) + 1e-12))
+        return {name: z for name, z in views.items() if z is not None}
+
+    def _outliers(self, views, knn_z, group_rows, already) -> tuple[_Flags, np.ndarray | None]:
+        """Rows that the views agree are outlying: median robust z of kNN distance, IsolationForest and Mahalanobis.
+
+        The cutoff is on robust z-scores of the data's own score distributions, so the share flagged
+        (the contamination) is estimated from the data rather than fixed in advance. Rows without a
+        kNN score (at scale, those the other two views rank ordinary) are judged on the two.
+        """
+        s = self.settings
+        flags = _Flags()
+        stack = [z for z in (knn_z, *views.values()) if z is not None]
+        if len(stack) < 2:
+            flags.details["skipped"] = "fewer than two outlier scores vary"
+            return flags, None
+        with np.errstate(invalid="ignore"):
+            combined = np.nanmedian(np.vstack(stack), axis=0)
+        names = ["kNN"] * (knn_z is not None) + [name.replace("_", " ") for name in views]
         hits = np.flatnonzero(combined > s.isolation_z)
         for i in hits:
+            parts = ", ".join(f"{name} {z[i]:.1f}" for name, z in zip(names, stack) if np.isfinite(z[i]))
             for row in group_rows[i]:
                 if int(row) in already:
                     continue
                 flags.findings.append(Finding(
-                    reason=f"outlier by kNN distance and IsolationForest together: mean robust z {combined[i]:.1f} "
-                    f"(kNN {knn_z[i]:.1f}, IsolationForest {iso_z[i]:.1f}; cutoff {s.isolation_z:g})",
+                    reason=f"outlier by {len(names)} views together: median robust z {combined[i]:.1f} ({parts}; "
+                    f"cutoff {s.isolation_z:g})",
                     row=int(row), score=float(combined[i]), detector="isolation",
                 ))
-        flags.details.update({"cutoff": s.isolation_z, "fitted_rows": int(fit.shape[0]),
-                              "contamination_estimate": float(hits.size / distinct)})
-        return flags
+        flags.details.update({"cutoff": s.isolation_z, "views": names,
+                              "contamination_estimate": float(hits.size / combined.size)})
+        return flags, combined
 
-    # ------------------------------------------------------------------ (e) spectral signatures
-    def _spectral(self, matrix, group_of, codes, class_names, already) -> _Flags:
-        """Per class, rows far out along the class's top principal direction that are nearly all that class.
+    # ------------------------------------------------------------------ (e) label-conditional clusters
+    def _label_conditional(self, data, columns, reps, group_of, group_rows, codes, class_names, nb: _Neighbours,
+                           already) -> _Flags:
+        """Backdoor rows: labelled t, their nearest neighbours mostly another class, sharing a value their neighbours lack.
 
-        Spectral signatures (Tran et al., 2018): a backdoor leaves a strong direction in the covariance
-        of the poisoned class. Rows beyond `spectral_z` robust SDs on it form a candidate group, kept when
-        the same region holds almost no rows of the other classes (purity and a binomial test).
+        A backdoor stamps a trigger on rows of other classes and relabels them t. A model learns the
+        trigger, so cross-validated label checks see nothing, but Euclidean neighbours over all features
+        still see the rows' true class. Among the rows labelled t that their neighbours outvote, a trigger
+        value (a category, or a twentieth of a continuous column's range of quantiles) is far more common
+        than among those rows' own neighbours; plain label flips and borderline rows share their
+        neighbours' values. Binomial test (conservative for unequal row probabilities), corrected for
+        the number of (class, column, value) candidates.
         """
         s = self.settings
         flags = _Flags()
-        labelled = np.flatnonzero(codes >= 0)
-        if len(class_names) < 2 or labelled.size < 4 * s.min_cluster_size:
+        classes = len(class_names)
+        if classes < 2:
             return flags
-        X = matrix[group_of[labelled]]
-        y = codes[labelled]
-        total = np.bincount(y, minlength=len(class_names))
-        alpha = CLUSTER_ALPHA / (2 * len(class_names))
+        distinct = len(group_rows)
+        low = np.full(distinct, np.iinfo(np.int64).max)
+        high = np.full(distinct, -1)
+        np.minimum.at(low, group_of, codes)
+        np.maximum.at(high, group_of, codes)
+        label = np.where(low == high, low, -1)  # label of each distinct vector; -1: empty or conflicting
+        own = label[nb.rows]
+        # Outvoted rows: most neighbours carry another label. The backdoor rows are often each other's
+        # neighbours, so the vote is repeated without the neighbours already outvoted (peeling).
+        suspect = np.zeros(distinct, dtype=bool)
+        for _ in range(PEELING_ROUNDS):
+            trusted = ~suspect[nb.idx]
+            votes = np.stack([((label[nb.idx] == c) & trusted).sum(axis=1) for c in range(classes)], axis=1)
+            valid = votes.sum(axis=1)
+            own_votes = np.where(own >= 0, votes[np.arange(own.size), np.maximum(own, 0)], 0)
+            outvoted = (own >= 0) & (valid > 0) & (2 * own_votes < valid) | suspect[nb.rows]
+            if np.array_equal(outvoted, suspect[nb.rows]):
+                break
+            suspect[nb.rows] = outvoted
+        if outvoted.sum() < s.min_cluster_size:
+            flags.details.update({"outvoted_rows": int(outvoted.sum()), "clusters": []})
+            return flags
+        tests: list[tuple[float, int, str, np.ndarray]] = []  # (p-value, class, shared value, members)
+        frame = data.iloc[reps]
+        for column in columns.used:
+            value_code, names, widths = _value_codes(frame[column], column in columns.numeric)
+            raw = _numeric(frame[column]) if widths is not None else None
+            # The vote again without the neighbours that share the row's value here: rows stamped with the
+            # same trigger are each other's neighbours, and the rest of their neighbourhood is what tells.
+            outside = ~suspect[nb.idx] & (value_code[nb.idx] != value_code[nb.rows][:, None])
+            own_outside = ((label[nb.idx] == own[:, None]) & outside).sum(axis=1)
+            valid_outside = ((label[nb.idx] >= 0) & outside).sum(axis=1)
+            outvoted_here = outvoted | ((own >= 0) & (valid_outside >= 2) & (2 * own_outside < valid_outside))
+            for t in range(classes):
+                members = np.flatnonzero(outvoted_here & (own == t))
+                if members.size < s.min_cluster_size:
+                    continue
+                counts = np.bincount(value_code[nb.rows[members]] + 1, minlength=len(names) + 1)[1:]
+                trusted = ~suspect[nb.idx[members]]
+                for v in np.flatnonzero(counts >= s.min_cluster_size):
+                    expected = (((value_code[nb.idx[members]] == v) & trusted).sum(axis=1) + 0.5) / (trusted.sum(axis=1) + 1)
+                    p_value = _binomial_tail(int(counts[v]), members.size, float(expected.mean()))
+                    holders = members[value_code[nb.rows[members]] == v]
+                    if raw is not None:  # a bin: its holders must share (nearly) one value, not spread over the bin
+                        q25, q75 = np.quantile(raw[nb.rows[holders]], [0.25, 0.75])
+                        if q75 - q25 > TIGHT_SHARE * widths[v]:
+                            continue
+                        names[v] = f"≈ {_fmt(round(float(np.median(raw[nb.rows[holders]])), 4))}"
+                    tests.append((p_value, t, f"{column} {names[v]}", holders))
+        threshold = CLUSTER_ALPHA / max(len(tests), 1)
+        by_class: dict[int, list[tuple[float, str, np.ndarray]]] = defaultdict(list)
+        for p_value, t, shared, holders in tests:
+            if p_value < threshold:
+                by_class[t].append((p_value, shared, holders))
         clusters = []
-        for c in range(len(class_names)):
-            members = y == c
-            if members.sum() < max(4 * s.min_cluster_size, X.shape[1] + 1):
+        for t, found in by_class.items():
+            vectors = np.unique(np.concatenate([holders for _, _, holders in found]))
+            rows = np.sort(np.concatenate([group_rows[v] for v in nb.rows[vectors]]))
+            rows = np.array([r for r in rows if int(r) not in already], dtype=int)
+            if rows.size < s.min_cluster_size:
                 continue
-            centred = X[members] - X[members].mean(axis=0)
-            cov = (centred.T @ centred) / (members.sum() - 1)
-            _, vectors = np.linalg.eigh(cov.astype(float))
-            direction = vectors[:, -1]
-            mean_c = X[members].mean(axis=0)
-            proj = (X - mean_c) @ direction
-            own = proj[members]
-            median = float(np.median(own))
-            mad = 1.4826 * float(np.median(np.abs(own - median)))
-            if mad == 0:
-                continue
-            z = (proj - median) / mad
-            for sign in (1, -1):
-                region = sign * z > s.spectral_z
-                inside = region & members
-                count = int(inside.sum())
-                if count < s.min_cluster_size or count > 0.5 * members.sum():
-                    continue
-                purity = count / int(region.sum())
-                share = (total[c] - count + 1) / (labelled.size - int(region.sum()) + 2)
-                if purity < s.cluster_purity:
-                    continue
-                p_value = _binomial_tail(count, int(region.sum()), float(share))
-                if p_value >= alpha:
-                    continue
-                rows = labelled[inside]
-                if sum(int(r) not in already for r in rows) < s.min_cluster_size:
-                    continue  # the same group a trigger-cluster test already reported
-                label = class_names[c]
-                description = (f"spectral signature: {count} rows of class {label!r} far along its top principal "
-                               f"direction (robust z > {s.spectral_z:g}), {purity:.0%} of that region labelled {label!r} "
-                               f"(vs {share:.0%} elsewhere)")
-                clusters.append({"description": description, "label": label, "rows": count, "purity": float(purity),
-                                 "p_value": float(p_value), "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]]})
-                for row, zi in zip(rows, z[inside]):
-                    if int(row) not in already:
-                        flags.findings.append(Finding(reason=description, row=int(row), score=float(abs(zi)), detector="spectral"))
-        flags.details["clusters"] = clusters
-        flags.details["groups"] = len(clusters)
+            found.sort(key=lambda item: item[0])
+            p_value = found[0][0]
+            shared = ", ".join(text for _, text, _ in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            description = (f"backdoor pattern: {rows.size} rows labelled {class_names[t]!r} whose nearest neighbours are "
+                           f"mostly another class share {shared}, which their neighbours rarely have")
+            clusters.append({"description": description, "label": class_names[t], "rows": int(rows.size),
+                             "shared": [text for _, text, _ in found[:MAX_DETAIL_ITEMS]], "p_value": float(p_value),
+                             "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]]})
+            score = float(min(50.0, -math.log10(max(p_value, 1e-300))))
+            for row in rows:
+                flags.findings.append(Finding(reason=description, row=int(row), score=score, detector="label_conditional"))
+        flags.details.update({"outvoted_rows": int(outvoted.sum()), "candidates": len(tests), "clusters": clusters,
+                              "groups": len(clusters)})
         return flags
 
     # ------------------------------------------------------------------ (a) range
@@ -469,14 +586,16 @@ class PoisoningStage:
                         )
                     )
                     hits.append((int(row), column, data[column].iloc[row], direction))
+                flags.findings.extend(_off_lattice(column, values, present & ~out, _decimals(ref, 1.0), "the reference"))
                 continue
             finite = values[present]
             if finite.size < MIN_ROWS_FOR_STATS:
                 skipped[column] = f"fewer than {MIN_ROWS_FOR_STATS} values"
                 continue
+            flags.findings.extend(_off_lattice(column, values, present, _decimals(finite, LATTICE_SHARE), "the column's other values"))
             logged = column in log_columns
             scaled = np.log(values + log_columns[column]) if logged else values
-            median, scale, how = _robust_scale(scaled[present])
+            median, scale, _ = _robust_scale(scaled[present])
             if scale == 0:
                 skipped[column] = "too concentrated for a robust z-score (MAD and IQR are 0)"
                 continue
@@ -583,57 +702,74 @@ class PoisoningStage:
         )
         return flags, len(conflicts), floods
 
-    # ------------------------------------------------------------------ (b) density (+ near duplicates)
-    def _density(self, data, columns, log_columns, group_of, group_rows, codes, class_names, context, notes):
-        from sklearn.neighbors import NearestNeighbors
-
-        s = self.settings
-        density, near = _Flags(), _Flags()
-        reps = np.array([rows[0] for rows in group_rows])  # one row per distinct feature vector
-        distinct = reps.size
-        if distinct < 3:
-            density.details["skipped"] = "fewer than 3 distinct rows"
-            return density, near, 0
+    # ------------------------------------------------------------------ (b) kNN density (+ near duplicates)
+    @staticmethod
+    def _matrix(data, columns, log_columns, reps) -> np.ndarray:
+        """Standardized features (log scale for skewed columns, one-hot categories), one row per distinct vector."""
         frame = data.iloc[reps][list(columns.used)].copy()
         for column in columns.numeric:
             values = _numeric(frame[column])
             frame[column] = np.log(values + log_columns[column]) if column in log_columns else values
         matrix = make_preprocessor(columns).fit_transform(as_text_categories(frame, columns))
-        matrix = np.asarray(matrix, dtype=np.float32 if distinct > MAX_KNN_ROWS else float)
-        density.matrix = matrix  # one row per distinct feature vector, for the detectors that follow
-        k = min(s.k, distinct - 1)
+        return np.asarray(matrix, dtype=np.float32 if reps.size > MAX_KNN_ROWS else float)
+
+    def _neighbours(self, matrix, views, context, notes) -> _Neighbours:
+        """The k nearest distinct vectors of every vector, or at scale of a random sample plus the outlier candidates."""
+        from sklearn.neighbors import NearestNeighbors
+
+        s = self.settings
+        distinct = matrix.shape[0]
         rng = np.random.default_rng(context.seed)
-        # Beyond SCALE_ROWS the reference set shrinks further: every row is still scored, against fewer.
-        sample = MAX_KNN_ROWS if distinct <= SCALE_ROWS else SCALE_KNN_ROWS
-        if distinct > sample:
-            fit_idx = np.sort(rng.choice(distinct, sample, replace=False))
-            notes.append(f"kNN fitted on a random sample of {sample:,} of {distinct:,} distinct rows")
+        if distinct > SCALE_ROWS:
+            # kNN of a million rows is the gate's most expensive step; the cheap views choose whom to score.
+            cheap = np.mean([z for z in views.values()], axis=0) if views else np.zeros(distinct)
+            sample = rng.choice(distinct, SCALE_SAMPLE_ROWS, replace=False)
+            top = np.argsort(-cheap)[:SCALE_CANDIDATE_ROWS]
+            top = top[cheap[top] > s.isolation_z - 1.0]
+            scored = np.unique(np.concatenate([sample, top]))
+            calibration = np.isin(scored, sample)
+            fit_idx = np.sort(rng.choice(distinct, SCALE_KNN_ROWS, replace=False))
+            notes.append(f"kNN scores {scored.size:,} of {distinct:,} distinct rows (a random {SCALE_SAMPLE_ROWS:,} and "
+                         f"the {top.size:,} that IsolationForest and Mahalanobis rank most outlying) against a random "
+                         f"{SCALE_KNN_ROWS:,}")
         else:
+            scored = np.arange(distinct)
+            calibration = np.ones(distinct, dtype=bool)
             fit_idx = np.arange(distinct)
+            if distinct > MAX_KNN_ROWS:
+                fit_idx = np.sort(rng.choice(distinct, MAX_KNN_ROWS, replace=False))
+                notes.append(f"kNN fitted on a random sample of {MAX_KNN_ROWS:,} of {distinct:,} distinct rows")
+        k = min(s.k, fit_idx.size - 1)
+        context.progress(f"poisoning: {k} nearest neighbours of {scored.size:,} distinct rows")
         # Trees lose to blocked brute force (BLAS) beyond ~10 dimensions, one-hot columns included.
         algorithm = "brute" if matrix.shape[1] > 10 else "auto"
-        model = NearestNeighbors(n_neighbors=k + 1, algorithm=algorithm, n_jobs=context.n_jobs)
-        model.fit(matrix[fit_idx])
-        dist, idx = model.kneighbors(matrix)
+        model = NearestNeighbors(n_neighbors=k + 1, algorithm=algorithm, n_jobs=context.n_jobs).fit(matrix[fit_idx])
+        dist, idx = model.kneighbors(matrix[scored])
         idx = fit_idx[idx]
-        # Drop each point's own entry, or the farthest one for points outside the fitted sample.
-        own = idx == np.arange(distinct)[:, None]
+        # Drop each vector's own entry, or the farthest one for vectors outside the fitted sample.
+        own = idx == scored[:, None]
         drop = own | (~own.any(axis=1)[:, None] & (np.arange(k + 1)[None, :] == k))
         keep = ~drop
-        dist = dist[keep].reshape(distinct, k)
-        idx = idx[keep].reshape(distinct, k)
+        return _Neighbours(scored, calibration, dist[keep].reshape(scored.size, k), idx[keep].reshape(scored.size, k))
 
-        # (b) density: mean distance to the k nearest distinct rows, judged on a log scale.
-        mean_dist = dist.mean(axis=1)
+    def _density(self, nb: _Neighbours, group_rows, codes, class_names, notes):
+        """Isolated rows and isolated blocks by kNN distance; near duplicates with conflicting labels."""
+        s = self.settings
+        density, near = _Flags(), _Flags()
+        distinct = len(group_rows)
+        k = nb.dist.shape[1]
+        mean_dist = nb.dist.mean(axis=1)
         log_d = np.log(mean_dist + 1e-12)
-        median = float(np.median(log_d))
-        mad = 1.4826 * float(np.median(np.abs(log_d - median)))
+        median = float(np.median(log_d[nb.calibration]))
+        mad = 1.4826 * float(np.median(np.abs(log_d[nb.calibration] - median)))
+        knn_z = None
         if mad > 0:
             z = (log_d - median) / mad
-            density.knn_z = z
+            knn_z = np.full(distinct, np.nan)
+            knn_z[nb.rows] = z
             cutoff = float(np.exp(median + s.density_z * mad))
             for i in np.flatnonzero(z > s.density_z):
-                for row in group_rows[i]:
+                for row in group_rows[nb.rows[i]]:
                     density.findings.append(
                         Finding(
                             reason=f"isolated row: mean distance to {k} nearest neighbours {mean_dist[i]:.2f} "
@@ -643,11 +779,12 @@ class PoisoningStage:
                             detector="density",
                         )
                     )
-            density.details.update({"k": k, "typical_distance": math.exp(median), "cutoff": cutoff})
+            density.details.update({"k": k, "typical_distance": math.exp(median), "cutoff": cutoff,
+                                    "scored_distinct_rows": int(nb.rows.size)})
             # Injected blocks: a group of rows close to each other but with no neighbour closer than
             # the cutoff outside the group is a separate component of the kNN graph (edges <= cutoff).
             edge = float(np.exp(median + BLOCK_EDGE_SHARE * s.density_z * mad))
-            blocks = self._blocks(dist, idx, edge, group_rows, distinct, s.min_cluster_size, notes)
+            blocks = self._blocks(nb, edge, group_rows, s.min_cluster_size, notes)
             flagged_points = {f.row for f in density.findings}
             for size, rows in blocks:
                 for row in rows:
@@ -669,55 +806,58 @@ class PoisoningStage:
             density.details["skipped"] = "kNN distances do not vary (MAD 0)"
 
         # (c) near duplicates with conflicting labels, among distinct vectors.
-        if s.near_duplicate_distance > 0 and codes.max() >= 1:
-            labels_of = [frozenset(codes[rows][codes[rows] >= 0].tolist()) for rows in group_rows]
-            parent = list(range(distinct))
+        if s.near_duplicate_distance <= 0 or codes.max() < 1:
+            return density, near, 0, knn_z
+        parent = list(range(distinct))
 
-            def find(a: int) -> int:
-                while parent[a] != a:
-                    parent[a] = parent[parent[a]]
-                    a = parent[a]
-                return a
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
 
-            close_i, close_j = np.nonzero(dist < s.near_duplicate_distance)
-            for i, j in zip(close_i, idx[close_i, close_j]):
-                parent[find(int(i))] = find(int(j))
-            members: dict[int, list[int]] = defaultdict(list)
-            for i in set(close_i.tolist()) | set(idx[close_i, close_j].tolist()):
-                members[find(i)].append(i)
-            groups = []
-            for group in members.values():
-                labels = frozenset().union(*(labels_of[g] for g in group))
-                if len(group) < 2 or len(labels) < 2:
-                    continue
-                rows = np.sort(np.concatenate([group_rows[g] for g in group]))
-                spread = {str(class_names[c]): int((codes[rows] == c).sum()) for c in sorted(labels)}
-                text = ", ".join(f"{k_}: {v}" for k_, v in spread.items())
-                groups.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
-                for row in rows:
-                    near.findings.append(
-                        Finding(
-                            reason=f"near duplicate of rows {', '.join(str(int(r)) for r in rows[:5] if r != row)} "
-                            f"(distance < {s.near_duplicate_distance:g}) with conflicting labels ({text})",
-                            row=int(row),
-                            score=1.0,
-                            detector="duplicates",
-                        )
+        close_i, close_j = np.nonzero(nb.dist < s.near_duplicate_distance)
+        pairs = list(zip(nb.rows[close_i].tolist(), nb.idx[close_i, close_j].tolist()))
+        for i, j in pairs:
+            parent[find(i)] = find(j)
+        members: dict[int, list[int]] = defaultdict(list)
+        for i in {v for pair in pairs for v in pair}:
+            members[find(i)].append(i)
+        groups = []
+        for group in members.values():
+            rows = np.sort(np.concatenate([group_rows[g] for g in group]))
+            labels = sorted(set(codes[rows][codes[rows] >= 0].tolist()))
+            if len(group) < 2 or len(labels) < 2:
+                continue
+            spread = {str(class_names[c]): int((codes[rows] == c).sum()) for c in labels}
+            text = ", ".join(f"{k_}: {v}" for k_, v in spread.items())
+            groups.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
+            for row in rows:
+                near.findings.append(
+                    Finding(
+                        reason=f"near duplicate of rows {', '.join(str(int(r)) for r in rows[:5] if r != row)} "
+                        f"(distance < {s.near_duplicate_distance:g}) with conflicting labels ({text})",
+                        row=int(row),
+                        score=1.0,
+                        detector="duplicates",
                     )
-            near.details["groups"] = groups[:MAX_DETAIL_ITEMS]
-            return density, near, len(groups)
-        return density, near, 0
+                )
+        near.details["groups"] = groups[:MAX_DETAIL_ITEMS]
+        return density, near, len(groups), knn_z
 
     @staticmethod
-    def _blocks(dist, idx, cutoff, group_rows, distinct, min_size, notes) -> list[tuple[int, np.ndarray]]:
-        """Small components of the kNN graph (edges no longer than the cutoff), apart from the bulk."""
+    def _blocks(nb: _Neighbours, cutoff, group_rows, min_size, notes) -> list[tuple[int, np.ndarray]]:
+        """Small components of the kNN graph (edges no longer than the cutoff) among the scored rows, apart from the bulk."""
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import connected_components
 
-        src, pos = np.nonzero(dist <= cutoff)
-        graph = csr_matrix((np.ones(src.size), (src, idx[src, pos])), shape=(distinct, distinct))
+        distinct = len(group_rows)
+        src, pos = np.nonzero(nb.dist <= cutoff)
+        graph = csr_matrix((np.ones(src.size), (nb.rows[src], nb.idx[src, pos])), shape=(distinct, distinct))
         _, label = connected_components(graph, directed=False)
-        sizes = np.bincount(label, weights=[rows.size for rows in group_rows]).astype(int)
+        weights = np.zeros(distinct)
+        weights[nb.rows] = [group_rows[v].size for v in nb.rows]
+        sizes = np.bincount(label, weights=weights).astype(int)
         largest = int(np.argmax(sizes))
         total = int(sizes.sum())
         small = [c for c in range(sizes.size) if c != largest and min_size <= sizes[c] <= MAX_BLOCK_SHARE * total]
@@ -728,7 +868,7 @@ class PoisoningStage:
             return []
         blocks = []
         for c in small:
-            members = np.flatnonzero(label == c)
+            members = np.flatnonzero((label == c) & (weights > 0))
             rows = np.sort(np.concatenate([group_rows[m] for m in members]))
             blocks.append((int(rows.size), rows))
         return blocks

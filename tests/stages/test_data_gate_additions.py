@@ -1,5 +1,5 @@
 """Tests of the data-gate additions: PII pseudonymization and k-anonymity, the new poisoning
-detectors (IsolationForest, spectral signatures, reference expectations), label-noise model
+detectors (IsolationForest with kNN and Mahalanobis, in-range backdoors, reference expectations), label-noise model
 choice, train/test leakage, and the HTML data report."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_isolation_and_knn_find_scattered_ood_rows():
     assert len(result.outputs["row_scores"]["knn_distance_z"]) == len(data)
 
 
-def test_spectral_signature_finds_in_range_backdoor():
+def test_jittered_in_range_backdoor_is_found():
     frame = gaussian(2000)
     rng = np.random.default_rng(2)
     victims = rng.choice(np.flatnonzero(frame["y"] == 0), 60, replace=False)

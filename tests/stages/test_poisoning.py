@@ -199,6 +199,74 @@ def test_label_pure_outliers_of_the_majority_are_not_a_cluster():
     assert not rows_by(result, "trigger_cluster")
 
 
+def correlated(rows: int = 600, dims: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Two classes in many correlated columns, the class a majority of 65 %: a backdoor's purity alone proves little."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(rows) < 0.65).astype(int)
+    x = rng.normal(size=(rows, dims)) + 1.5 * y[:, None] + 0.5 * rng.normal(size=(rows, 1))
+    frame = pd.DataFrame(x.round(3), columns=[f"f{i}" for i in range(dims)])
+    frame["y"] = y
+    return frame
+
+
+def test_backdoor_of_the_majority_class_is_found_by_its_neighbours():
+    # 12 class-0 rows stamped with observed (in-range) values in three columns and relabelled 1, the
+    # majority class: 100 % purity in a group of 12 is not significant against 65 %, but their other
+    # columns still look like class 0 and their neighbours rarely share the stamped values.
+    data = correlated(seed=3)
+    rng = np.random.default_rng(4)
+    victims = rng.choice(np.flatnonzero(data["y"] == 0), 12, replace=False)
+    for column, q in (("f2", 0.1), ("f5", 0.9), ("f8", 0.1)):
+        data.loc[victims, column] = float(np.quantile(data[column], q, method="closest_observation"))
+    data.loc[victims, "y"] = 1
+    result = run(data)
+    found = rows_by(result, "label_conditional")
+    assert len(found & set(victims.tolist())) >= 9, result.summary  # recall >= 0.75
+    assert len(found - set(victims.tolist())) <= 3
+    assert result.status == "failed"
+    assert "backdoor pattern" in result.summary
+
+
+def test_label_flips_are_not_a_backdoor_pattern():
+    # Random flips look like their true class too, but share nothing their neighbours lack.
+    data = correlated(seed=5)
+    rng = np.random.default_rng(6)
+    flips = rng.choice(len(data), 60, replace=False)
+    data.loc[flips, "y"] = 1 - data.loc[flips, "y"]
+    assert not rows_by(run(data), "label_conditional")
+
+
+def test_values_more_precise_than_the_column_are_flagged():
+    data = table(rows=600, seed=9)
+    data["score"] = np.random.default_rng(9).integers(300, 850, 600)
+    data["score"] = data["score"].astype(float)
+    data.loc[[10, 20, 30], "score"] = [512.37, 640.5, 701.001]  # fabricated rows, not on the whole-number grid
+    result = run(data)
+    precise = {f.row for f in result.findings if f.detector == "range" and "more precise" in f.reason}
+    assert precise == {10, 20, 30}
+    reference = table(rows=300, seed=10)
+    reference["score"] = np.random.default_rng(10).integers(300, 850, 300).astype(float)
+    with_reference = run(data, reference=reference)
+    assert {f.row for f in with_reference.findings if "more precise than the reference" in f.reason} == {10, 20, 30}
+
+
+def test_mahalanobis_view_sees_rows_that_break_correlations():
+    # Rows inside every column's range whose columns disagree with each other (drawn one column at a time).
+    rng = np.random.default_rng(11)
+    latent = rng.normal(size=(800, 1))
+    data = pd.DataFrame(2 * latent + 0.5 * rng.normal(size=(800, 8)), columns=[f"f{i}" for i in range(8)])
+    data["y"] = (latent[:, 0] + 0.5 * rng.normal(size=800) > 0).astype(int)
+    fake = pd.DataFrame({c: rng.choice(data[c].to_numpy(), 16) for c in data.columns if c != "y"})
+    fake["y"] = rng.integers(0, 2, 16)
+    data = pd.concat([data, fake], ignore_index=True)
+    result = run(data)
+    outliers = rows_by(result, "isolation") | rows_by(result, "density")
+    injected = set(range(800, 816))
+    assert len(outliers & injected) >= 12, result.summary  # recall >= 0.75
+    assert len(outliers - injected) <= 8  # at most 1 % of the clean rows
+    assert "mahalanobis" in next(f.reason for f in result.findings if f.detector == "isolation")
+
+
 # --------------------------------------------------------------------------- reference mode
 def test_reference_ranges_and_missing_columns():
     reference = table(rows=500, seed=9)

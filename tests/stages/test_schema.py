@@ -86,7 +86,9 @@ def test_derived_from_reference_flags_out_of_range_rows():
     assert result.details["source"] == "reference"
     assert result.rows == [5, 17, 42, 99]
     reasons = {(f.row, f.column): f.reason for f in result.findings}
-    low, high = reference["credit_score"].min(), reference["credit_score"].max()
+    spec = derive_columns(reference, SchemaSettings().derived_range_margin)["credit_score"]
+    low, high = int(spec.min), int(spec.max)
+    assert low < reference["credit_score"].min() and high > reference["credit_score"].max()  # widened
     assert reasons[(5, "credit_score")] == f"credit_score=1200 outside [{low}, {high}]"
     assert reasons[(17, "credit_score")] == f"credit_score=120 outside [{low}, {high}]"
     assert reasons[(42, "home_ownership")].startswith("home_ownership='castle' not in allowed set")
@@ -97,6 +99,17 @@ def test_derived_from_reference_flags_out_of_range_rows():
         ("age", "expect_column_values_to_not_be_null"),
     }
     assert result.metrics["rows_failing"] == 4
+
+
+def test_derived_ranges_tolerate_a_larger_batch_than_the_reference():
+    # A clean batch ten times the reference exceeds the reference's exact extremes in some rows.
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"x": rng.normal(size=10_000), "y": rng.integers(0, 2, 10_000)})
+    data = pd.DataFrame({"x": rng.normal(size=100_000), "y": rng.integers(0, 2, 100_000)})
+    assert ((data["x"] < reference["x"].min()) | (data["x"] > reference["x"].max())).sum() > 0
+    assert run(data, target="y", reference=reference).status == "passed"
+    exact = run(data, target="y", reference=reference, derived_range_margin=0.0)
+    assert exact.status == "failed" and exact.rows
 
 
 def test_derive_columns_does_not_freeze_identifiers_into_sets():
