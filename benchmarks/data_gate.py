@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -197,7 +198,8 @@ def isolation_forest(frame: pd.DataFrame, seed: int) -> set[int]:
 
 def gate(case: Case, seed: int) -> tuple[dict[str, set[int]], dict[str, str]]:
     """Rows flagged by the gate's label_noise and poisoning checks and by each poisoning detector; their statuses."""
-    context = Context(data=case.data, target=TARGET, workdir=Path("."), reference=case.reference, seed=seed)
+    workdir = Path(tempfile.mkdtemp(prefix="data-gate-benchmark-"))  # the stages write their artifacts here
+    context = Context(data=case.data, target=TARGET, workdir=workdir, reference=case.reference, seed=seed)
     label = LabelNoiseStage(LabelNoiseSettings(max_issue_rate=1.0)).run(context)
     context.results["label_noise"] = label
     poison = PoisoningStage(PoisoningSettings()).run(context)
@@ -205,6 +207,7 @@ def gate(case: Case, seed: int) -> tuple[dict[str, set[int]], dict[str, str]]:
     for finding in poison.findings:
         out.setdefault(f"poisoning:{finding.detector}", set()).add(finding.row)
     out["gate"] = out["label_noise"] | out["poisoning"]
+    shutil.rmtree(workdir, ignore_errors=True)
     return out, {"label_noise": label.status, "poisoning": poison.status}
 
 

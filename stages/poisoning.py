@@ -40,6 +40,7 @@ from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 
 MIN_ROWS_FOR_STATS = 20  # fewer non-empty values than this: no robust statistics for the column
 SKEW_FOR_LOG = 0.2  # Kelly's quantile skewness above which a non-negative column is judged on a log scale
+MAX_FIT_ROWS = 100_000  # scalers, imputers and the covariance are fitted on a sample of this many rows beyond it
 MAX_KNN_ROWS = 50_000  # kNN is fitted on a sample of this many distinct rows beyond it
 SCALE_ROWS = 200_000  # beyond this many distinct rows kNN scores a sample plus the outlier candidates
 SCALE_SAMPLE_ROWS = 20_000  # random distinct rows kNN-scored at scale (calibration, label-conditional test)
@@ -81,6 +82,29 @@ class PoisoningSettings(StageSettings):
         3.5, gt=0, description="Flag rows whose median robust z of kNN distance, IsolationForest score and Mahalanobis distance is above this (two of three views)."
     )
     max_isolation_rows: int = Field(200_000, ge=1000, description="IsolationForest scores a sample of this many rows beyond it.")
+
+
+@dataclass
+class _Groups:
+    """Rows grouped by identical feature vector, in CSR layout: `groups[i]` are the rows of vector i."""
+
+    order: np.ndarray  # rows sorted by group (stable)
+    start: np.ndarray  # group i holds order[start[i]:start[i + 1]]
+
+    def __len__(self) -> int:
+        return self.start.size - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.order[self.start[i]:self.start[i + 1]]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.start)
+
+    @property
+    def reps(self) -> np.ndarray:
+        """The first row of every group."""
+        return self.order[self.start[:-1]]
 
 
 @dataclass
@@ -178,6 +202,15 @@ def _label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
     return codes.astype(int), [_jsonable(u) for u in uniques]
 
 
+def _varies(series: pd.Series) -> bool:
+    """More than one distinct non-empty value (min/max for numbers: nunique hashes a million floats slowly)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = _numeric(series)
+        values = values[np.isfinite(values)]
+        return values.size > 0 and values.min() != values.max()
+    return series.nunique(dropna=True) > 1
+
+
 def _robust_z(scores: np.ndarray) -> np.ndarray | None:
     """(x - median) / (1.4826 MAD), or None when the scores do not vary."""
     median = float(np.median(scores))
@@ -252,7 +285,7 @@ class PoisoningStage:
             )
         n = len(data)
         notes: list[str] = []
-        usable = [c for c in context.features if data[c].nunique(dropna=True) > 1]
+        usable = [c for c in context.features if _varies(data[c])]
         constant = [c for c in context.features if c not in usable]
         columns = split_columns(data, usable)
         ignored = [*constant, *columns.ignored]
@@ -285,11 +318,11 @@ class PoisoningStage:
         density_flags, outlier_flags, label_flags = _Flags(), _Flags(), _Flags()
         near_groups = 0
         knn_z = combined = None
-        reps = np.array([rows[0] for rows in group_rows])  # one row per distinct feature vector
+        reps = group_rows.reps  # one row per distinct feature vector
         if reps.size < 3 * self.settings.k:
             density_flags.details["skipped"] = outlier_flags.details["skipped"] = f"fewer than {3 * self.settings.k} distinct rows"
         else:
-            matrix = self._matrix(data, columns, log_columns, reps)
+            matrix = self._matrix(data, columns, log_columns, reps, context.seed)
             context.progress(f"poisoning: IsolationForest and Mahalanobis distance over {reps.size:,} distinct rows")
             views = self._global_views(matrix, context)
             neighbours = self._neighbours(matrix, views, context, notes)
@@ -400,7 +433,8 @@ class PoisoningStage:
         fit = matrix if distinct <= s.max_isolation_rows else matrix[rng.choice(distinct, s.max_isolation_rows, replace=False)]
         forest = IsolationForest(n_estimators=100, random_state=context.seed, n_jobs=context.n_jobs).fit(fit)
         views = {"isolation_forest": _robust_z(-forest.score_samples(matrix))}
-        covariance = LedoitWolf().fit(fit)
+        sample = fit if fit.shape[0] <= MAX_FIT_ROWS else fit[rng.choice(fit.shape[0], MAX_FIT_ROWS, replace=False)]
+        covariance = LedoitWolf().fit(sample)
         views["mahalanobis"] = _robust_z(0.5 * np.log(covariance.mahalanobis(matrix) + 1e-12))
         return {name: z for name, z in views.items() if z is not None}
 
@@ -476,10 +510,16 @@ class PoisoningStage:
             flags.details.update({"outvoted_rows": int(outvoted.sum()), "clusters": []})
             return flags
         tests: list[tuple[float, int, str, np.ndarray]] = []  # (p-value, class, shared value, members)
-        frame = data.iloc[reps]
+        needed = np.unique(np.concatenate([nb.rows, nb.idx.ravel()]))  # at scale, a small share of the vectors
+        frame = data.iloc[reps[needed]]
         for column in columns.used:
-            value_code, names, widths = _value_codes(frame[column], column in columns.numeric)
-            raw = _numeric(frame[column]) if widths is not None else None
+            codes_needed, names, widths = _value_codes(frame[column], column in columns.numeric)
+            value_code = np.full(distinct, -1)
+            value_code[needed] = codes_needed
+            raw = None
+            if widths is not None:
+                raw = np.full(distinct, np.nan)
+                raw[needed] = _numeric(frame[column])
             # The vote again without the neighbours that share the row's value here: rows stamped with the
             # same trigger are each other's neighbours, and the rest of their neighbourhood is what tells.
             outside = ~suspect[nb.idx] & (value_code[nb.idx] != value_code[nb.rows][:, None])
@@ -648,22 +688,21 @@ class PoisoningStage:
 
     # ------------------------------------------------------------------ (c) duplicates
     @staticmethod
-    def _groups(text: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _groups(text: pd.DataFrame) -> tuple[np.ndarray, _Groups]:
         """Group id of each row by its exact feature vector, and the rows of every group."""
         hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
-        group_of, _ = pd.factorize(hashed)
+        group_of, uniques = pd.factorize(hashed)
         order = np.argsort(group_of, kind="stable")
-        bounds = np.flatnonzero(np.diff(group_of[order])) + 1
-        return group_of, np.split(order, bounds)
+        start = np.concatenate([[0], np.cumsum(np.bincount(group_of, minlength=len(uniques)))])
+        return group_of, _Groups(order, start)
 
     def _exact_duplicates(self, group_of, group_rows, codes, class_names):
         s = self.settings
         flags = _Flags()
         conflicts: list[dict] = []
         floods: list[dict] = []
-        for rows in group_rows:
-            if rows.size < 2:
-                continue
+        for group in np.flatnonzero(group_rows.sizes >= 2):
+            rows = group_rows[group]
             first = int(rows[0])
             labelled = codes[rows][codes[rows] >= 0]
             present = np.unique(labelled)
@@ -704,13 +743,19 @@ class PoisoningStage:
 
     # ------------------------------------------------------------------ (b) kNN density (+ near duplicates)
     @staticmethod
-    def _matrix(data, columns, log_columns, reps) -> np.ndarray:
-        """Standardized features (log scale for skewed columns, one-hot categories), one row per distinct vector."""
+    def _matrix(data, columns, log_columns, reps, seed) -> np.ndarray:
+        """Standardized features (log scale for skewed columns, one-hot categories), one row per distinct vector.
+
+        Medians, means and scales are learned from at most MAX_FIT_ROWS vectors: as good, and a
+        median imputer over a million rows takes seconds.
+        """
         frame = data.iloc[reps][list(columns.used)].copy()
         for column in columns.numeric:
             values = _numeric(frame[column])
             frame[column] = np.log(values + log_columns[column]) if column in log_columns else values
-        matrix = make_preprocessor(columns).fit_transform(as_text_categories(frame, columns))
+        frame = as_text_categories(frame, columns)
+        fit = frame if len(frame) <= MAX_FIT_ROWS else frame.sample(MAX_FIT_ROWS, random_state=seed)
+        matrix = make_preprocessor(columns).fit(fit).transform(frame)
         return np.asarray(matrix, dtype=np.float32 if reps.size > MAX_KNN_ROWS else float)
 
     def _neighbours(self, matrix, views, context, notes) -> _Neighbours:
@@ -724,7 +769,7 @@ class PoisoningStage:
             # kNN of a million rows is the gate's most expensive step; the cheap views choose whom to score.
             cheap = np.mean([z for z in views.values()], axis=0) if views else np.zeros(distinct)
             sample = rng.choice(distinct, SCALE_SAMPLE_ROWS, replace=False)
-            top = np.argsort(-cheap)[:SCALE_CANDIDATE_ROWS]
+            top = np.argpartition(-cheap, SCALE_CANDIDATE_ROWS)[:SCALE_CANDIDATE_ROWS]
             top = top[cheap[top] > s.isolation_z - 1.0]
             scored = np.unique(np.concatenate([sample, top]))
             calibration = np.isin(scored, sample)
@@ -856,7 +901,7 @@ class PoisoningStage:
         graph = csr_matrix((np.ones(src.size), (nb.rows[src], nb.idx[src, pos])), shape=(distinct, distinct))
         _, label = connected_components(graph, directed=False)
         weights = np.zeros(distinct)
-        weights[nb.rows] = [group_rows[v].size for v in nb.rows]
+        weights[nb.rows] = group_rows.sizes[nb.rows]
         sizes = np.bincount(label, weights=weights).astype(int)
         largest = int(np.argmax(sizes))
         total = int(sizes.sum())
@@ -904,23 +949,21 @@ class PoisoningStage:
 
         # Rare values: uncommon categories, and spikes in columns with many distinct values.
         n = len(data)
-        for column in columns.used:
+        for column in columns.categorical:
             series = data[column]
             counts = series.value_counts(dropna=True)
-            if counts.empty:
-                continue
-            if column in columns.categorical:
-                rare = counts[(counts >= s.min_cluster_size) & (counts <= 0.05 * n)]
-            else:
-                if counts.size <= MAX_CATEGORIES:
-                    continue
-                numeric = pd.to_numeric(pd.Series(counts.index), errors="coerce")
-                edge = numeric.isin([numeric.min(), numeric.max()]).to_numpy()  # censoring piles up at the edges
-                spike = (counts >= max(s.min_cluster_size, 10 * float(counts.median()))).to_numpy() & ~edge
-                rare = counts[spike]
-            for value in rare.index:
+            for value in counts[(counts >= s.min_cluster_size) & (counts <= 0.05 * n)].index:
                 rows = np.flatnonzero((series == value).to_numpy(dtype=bool, na_value=False))
                 candidates.append((f"{column}={_fmt(value)}", rows, column))
+        for column in columns.numeric:
+            values = _numeric(data[column])
+            distinct, counts = np.unique(values[np.isfinite(values)], return_counts=True)  # sorting beats hashing floats
+            if distinct.size <= MAX_CATEGORIES:
+                continue
+            spike = counts >= max(s.min_cluster_size, 10 * float(np.median(counts)))
+            spike[[0, -1]] = False  # censoring piles up at the edges
+            for value in distinct[spike]:
+                candidates.append((f"{column}={_fmt(value)}", np.flatnonzero(values == value), column))
 
         # Tight groups: narrow intervals of a continuous column holding far more rows than their
         # neighbourhood (a trigger pattern of in-range values, possibly jittered).
