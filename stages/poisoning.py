@@ -486,9 +486,9 @@ class PoisoningStage:
         A backdoor stamps a trigger on rows of other classes and relabels them t. A model learns the
         trigger, so cross-validated label checks see nothing, but Euclidean neighbours over all features
         still see the rows' true class. Among the rows labelled t that their neighbours outvote, a trigger
-        value (a category, or a twentieth of a continuous column's range of quantiles) is far more common
-        than among those rows' own neighbours; plain label flips and borderline rows share their
-        neighbours' values. Binomial test (conservative for unequal row probabilities), corrected for
+        value (a category or exact value, or a tight group inside one of a continuous column's 20
+        quantile bins) is far more common than among those rows' own neighbours; plain label flips and
+        borderline rows share their neighbours' values. Binomial test (conservative for unequal row probabilities), corrected for
         the number of (class, column, value) candidates.
         """
         s = self.settings
@@ -511,7 +511,7 @@ class PoisoningStage:
             votes = np.stack([((label[nb.idx] == c) & trusted).sum(axis=1) for c in range(classes)], axis=1)
             valid = votes.sum(axis=1)
             own_votes = np.where(own >= 0, votes[np.arange(own.size), np.maximum(own, 0)], 0)
-            outvoted = (own >= 0) & (valid > 0) & (2 * own_votes < valid) | suspect[nb.rows]
+            outvoted = ((own >= 0) & (valid > 0) & (2 * own_votes < valid)) | suspect[nb.rows]
             if np.array_equal(outvoted, suspect[nb.rows]):
                 break
             suspect[nb.rows] = outvoted
