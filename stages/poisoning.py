@@ -83,7 +83,10 @@ class PoisoningSettings(StageSettings):
     max_duplicate_copies: int = Field(5, ge=1, description="More copies of one feature vector than this is a flood.")
     min_cluster_size: int = Field(5, ge=2, description="Smallest group of rows sharing a trigger value reported.")
     cluster_purity: float = Field(0.9, gt=0.5, le=1.0, description="Share of one label that makes a group a trigger cluster.")
-    max_flagged_rate: float = Field(0.01, ge=0, le=1, description="Fail when the share of flagged rows is above this.")
+    max_flagged_rate: float = Field(
+        0.01, ge=0, le=1, description="Share of rows a clean dataset may have flagged (its own outliers); fail when "
+        "the flagged rows exceed it by more than 3 binomial standard deviations (on 100 rows: 5 or more)."
+    )
     reference_z: float = Field(
         4.0, gt=0, description="With a reference: a value must also be this many robust SDs of the reference from its median."
     )
@@ -364,8 +367,10 @@ class PoisoningStage:
         conflicts = conflict_groups + near_groups
 
         reasons = []
-        if rate > s.max_flagged_rate:
-            reasons.append(f"{rate:.1%} of rows flagged > max {s.max_flagged_rate:.1%}")
+        expected = s.max_flagged_rate * n
+        allowed = expected + 3 * math.sqrt(expected * (1 - s.max_flagged_rate))
+        if len(flagged) > allowed:
+            reasons.append(f"{rate:.1%} of rows flagged > max {s.max_flagged_rate:.1%} (+ 3 SD: {math.floor(allowed)} rows)")
         if conflicts:
             reasons.append(f"{conflicts} duplicate group(s) with conflicting labels")
         if clusters:

@@ -236,6 +236,19 @@ def test_label_flips_are_not_a_backdoor_pattern():
     assert not rows_by(run(data), "label_conditional")
 
 
+def test_flagged_share_fails_only_beyond_three_binomial_sd():
+    # 150 rows at max_flagged_rate 1 %: 1.5 expected, + 3 SD = 5.1; two outliers are the table's own.
+    data = table(rows=150, seed=13)
+    data.loc[[3, 4], "c"] = [60.0, -55.0]
+    result = run(data)
+    assert {3, 4} <= set(result.rows) and len(result.rows) <= 5
+    assert result.status == "warning", result.summary
+    data.loc[[10, 11, 12, 13, 14, 15], "d"] = [70.0, -65.0, 80.0, -75.0, 90.0, 66.0]
+    result = run(data)
+    assert result.status == "failed"
+    assert "+ 3 SD: 5 rows" in result.summary
+
+
 def test_values_more_precise_than_the_column_are_flagged():
     data = table(rows=600, seed=9)
     data["score"] = np.random.default_rng(9).integers(300, 850, 600)
