@@ -3,11 +3,17 @@
 Out-of-sample class probabilities come from scikit-learn's `cross_val_predict` (through joblib,
 so `joblib.parallel_backend("dask")` spreads the folds over a cluster); cleanlab's confident
 learning turns them into the set of likely mislabelled rows and a per-row label quality score.
+
+Below 20,000 rows the default model is an ensemble of logistic regression, extra trees and an RBF
+support vector machine, mixed with the weights that maximise the out-of-sample likelihood of the
+given labels (so each dataset leans on the members that fit it). A second pass refits the folds
+without the rows the first pass flagged, which sharpens the probabilities, and flags again.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -18,9 +24,10 @@ from secure_pipeline.errors import BadInputError
 from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 
-AUTO_ENSEMBLE_MAX_ROWS = 20_000  # below: LR + random forest ensemble; above: gradient boosting
+AUTO_ENSEMBLE_MAX_ROWS = 20_000  # below: LR + extra trees + SVM ensemble, two passes; above: gradient boosting
 AUTO_LR_MAX_ROWS = AUTO_ENSEMBLE_MAX_ROWS  # kept for callers of the earlier name
 SCALE_ROWS = 200_000  # at or above: at most `scale_folds` folds
+SVM_MAX_ROWS = 10_000  # the SVM fits on at most this many (random) rows per fold; its cost grows ~quadratically
 MAX_CLASSES = 50  # more distinct integer labels than this reads as a regression target
 ModelName = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "ensemble", "auto"]
 
@@ -30,9 +37,15 @@ class LabelNoiseSettings(StageSettings):
 
     model: ModelName = Field(
         "auto",
-        description="Model giving out-of-sample probabilities; ensemble = mean of logistic regression and random "
-        f"forest probabilities; auto = ensemble below {AUTO_ENSEMBLE_MAX_ROWS:,} rows, else histogram gradient "
-        "boosting (chosen by benchmarks/data_gate.py).",
+        description="Model giving out-of-sample probabilities; ensemble = logistic regression, extra trees and an RBF "
+        "SVM, their probabilities mixed with the weights maximising the out-of-sample likelihood of the given labels; "
+        f"auto = ensemble below {AUTO_ENSEMBLE_MAX_ROWS:,} rows, else histogram gradient boosting (chosen by "
+        "benchmarks/data_gate.py).",
+    )
+    second_pass: bool | None = Field(
+        None,
+        description="Refit the folds without the rows the first pass flags and flag again (sharper probabilities, "
+        "one more cross-validation); default: on for the ensemble, off for a single model.",
     )
     folds: int = Field(5, ge=2, le=50, description="Cross-validation folds (reduced, down to 2, for small classes).")
     scale_folds: int = Field(
@@ -78,19 +91,62 @@ def resolve_model(name: str, rows: int) -> str:
 
 
 def _estimators(name: str, seed: int) -> list[object]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
 
     lr = LogisticRegression(max_iter=2000)
     rf = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed)
+    et = ExtraTreesClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed)
+    # libsvm's pairwise-coupled Platt probabilities (measured better than CalibratedClassifierCV's one-vs-rest
+    # sigmoids); `probability` is deprecated in scikit-learn 1.9 and goes in 1.11 (the project pins < 1.10).
+    svm = SVC(probability=True, random_state=seed)
     hgb = HistGradientBoostingClassifier(random_state=seed)
-    return {"logistic_regression": [lr], "random_forest": [rf], "hist_gradient_boosting": [hgb], "ensemble": [lr, rf]}[name]
+    return {
+        "logistic_regression": [lr],
+        "random_forest": [rf],
+        "hist_gradient_boosting": [hgb],
+        "ensemble": [lr, et, svm],
+    }[name]
 
 
 def default_model(rows: int, seed: int = 0) -> tuple[str, object]:
     """The single model `auto` fits at this size (the first of an ensemble), e.g. for timing one fit."""
     name = resolve_model("auto", rows)
     return name, _estimators(name, seed)[0]
+
+
+def mixture_weights(codes: np.ndarray, member_probs: list[np.ndarray], iterations: int = 100) -> np.ndarray:
+    """Weights of the members' probabilities maximising the likelihood of the given labels (EM on the mixture).
+
+    The probabilities are out-of-sample, so a member that overfits the noisy labels gains nothing; the
+    log-likelihood is concave in the weights, so the EM iterations climb to its maximum.
+    """
+    likelihood = np.stack([np.clip(p[np.arange(len(codes)), codes], 1e-9, None) for p in member_probs], axis=1)
+    weights = np.full(len(member_probs), 1.0 / len(member_probs))
+    for _ in range(iterations):
+        responsibility = likelihood * weights
+        responsibility /= responsibility.sum(axis=1, keepdims=True)
+        weights = responsibility.mean(axis=0)
+    return weights
+
+
+def _training_rows(
+    splits: list[tuple[np.ndarray, np.ndarray]], codes: np.ndarray, keep: np.ndarray, max_rows: int | None, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds, training only on `keep` rows and on at most `max_rows` of them (random); a fold whose
+    training part would lose a class keeps its full training part."""
+    if keep.all() and max_rows is None:
+        return splits
+    rng = np.random.default_rng(seed)
+    classes = np.unique(codes).size
+    out = []
+    for train, test in splits:
+        rows = train[keep[train]]
+        if max_rows is not None and rows.size > max_rows:
+            rows = np.sort(rng.choice(rows, max_rows, replace=False))
+        out.append((rows if np.unique(codes[rows]).size == classes else train, test))
+    return out
 
 
 def _backend(name: str | None):
@@ -175,6 +231,7 @@ class LabelNoiseStage:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.svm import SVC
 
         if len(frame) >= SCALE_ROWS and folds > self.settings.scale_folds:
             notes.append(f"folds reduced from {folds} to {self.settings.scale_folds} at {len(frame):,} rows (label_noise.scale_folds)")
@@ -185,22 +242,42 @@ class LabelNoiseStage:
             for column in columns.numeric:
                 if X[column].dtype == np.float64:
                     X[column] = X[column].astype(np.float32)
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=context.seed)
-        started = time.perf_counter()
-        pred_probs = np.zeros((len(frame), len(class_names)))
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=context.seed).split(X, codes))
         estimators = _estimators(model_name, context.seed)
-        with _backend(self.settings.backend):
+        refit = self.settings.second_pass if self.settings.second_pass is not None else len(estimators) > 1
+
+        def cross_val_probs(keep: np.ndarray, label: str) -> list[np.ndarray]:
+            """Out-of-sample probabilities of every member, trained on the `keep` rows of each fold."""
+            out = []
             for estimator in estimators:
                 context.progress(
                     f"label_noise: {folds}-fold {type(estimator).__name__} over {len(frame):,} rows"
                     + (f" (ensemble of {len(estimators)})" if len(estimators) > 1 else "")
+                    + label
                 )
-                pred_probs += cross_val_predict(
-                    with_preprocessing(columns, estimator), X, codes, cv=cv, method="predict_proba", n_jobs=context.n_jobs
-                )
-        pred_probs /= len(estimators)
+                max_rows = SVM_MAX_ROWS if isinstance(estimator, SVC) else None
+                cv = _training_rows(splits, codes, keep, max_rows, context.seed)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "The `probability` parameter was deprecated", FutureWarning)
+                    out.append(cross_val_predict(
+                        with_preprocessing(columns, estimator), X, codes, cv=cv, method="predict_proba",
+                        n_jobs=context.n_jobs,
+                    ))
+            return out
+
+        started = time.perf_counter()
+        with _backend(self.settings.backend):
+            member_probs = cross_val_probs(np.ones(len(frame), dtype=bool), "")
+            weights = mixture_weights(codes, member_probs) if len(member_probs) > 1 else np.ones(1)
+            pred_probs = sum(w * p for w, p in zip(weights, member_probs))
+            issues = find_label_issues(codes, pred_probs, n_jobs=1)
+            first_pass_issues, passes = int(issues.sum()), 1
+            if refit and first_pass_issues:  # nothing flagged: the second pass would repeat the first
+                member_probs = cross_val_probs(~issues, f", refit without the {first_pass_issues:,} rows flagged")
+                pred_probs = sum(w * p for w, p in zip(weights, member_probs))
+                issues = find_label_issues(codes, pred_probs, n_jobs=1)
+                passes = 2
         cv_seconds = time.perf_counter() - started
-        issues = find_label_issues(codes, pred_probs, n_jobs=1)
         quality = get_label_quality_scores(codes, pred_probs)
 
         positions = np.flatnonzero(known)  # positions in the original data
@@ -233,7 +310,7 @@ class LabelNoiseStage:
             status, verdict = "failed", f"{count} likely mislabelled rows ({rate:.1%} > max {limit:.1%})"
         else:
             status, verdict = "warning", f"{count} likely mislabelled rows ({rate:.1%}, within max {limit:.1%})"
-        summary = f"{verdict} among {checked:,} rows ({model_name}, {folds}-fold)"
+        summary = f"{verdict} among {checked:,} rows ({model_name}, {folds}-fold{', 2 passes' if passes == 2 else ''})"
         if notes:
             summary += "; " + "; ".join(notes)
         return StageResult(
@@ -253,6 +330,9 @@ class LabelNoiseStage:
             details={
                 "model": model_name,
                 "folds": folds,
+                "passes": passes,
+                "first_pass_issues": first_pass_issues,
+                "member_weights": {type(e).__name__: round(float(w), 4) for e, w in zip(estimators, weights)},
                 "classes": {str(n): int(c) for n, c in zip(class_names, counts)},
                 "feature_columns": columns.used,
                 "ignored_columns": [*dropped, *columns.ignored],
