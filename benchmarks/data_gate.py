@@ -260,7 +260,7 @@ def summarize(table: pd.DataFrame) -> str:
             cells.append("—" if row.empty else f"{row.precision.iloc[0]:.2f} / {row.recall.iloc[0]:.2f} / {row.f1.iloc[0]:.2f}")
         lines.append(f"| {corruption} | " + " | ".join(cells) + " |")
     detectors = sorted(d for d in table.detector.unique() if d.startswith("poisoning:"))
-    lines.append("\n### Poisoning detectors, recall per corruption (mean)\n")
+    lines.append("\n### Poisoning detectors, recall per corruption (mean over the datasets where the detector flagged rows)\n")
     lines.append("| corruption | " + " | ".join(d.split(":")[1] for d in detectors) + " |")
     lines.append("|---" * (len(detectors) + 1) + "|")
     for corruption in injected:
