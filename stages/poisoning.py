@@ -214,6 +214,13 @@ def _label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
     return codes.astype(int), [_jsonable(u) for u in uniques]
 
 
+def _label_spread(codes: np.ndarray, class_names: list[object]) -> tuple[dict[str, int], str]:
+    """Rows per label among `codes` (empty labels left out), and the same as text."""
+    present, counts = np.unique(codes[codes >= 0], return_counts=True)
+    spread = {str(class_names[c]): int(n) for c, n in zip(present, counts)}
+    return spread, ", ".join(f"{label}: {n}" for label, n in spread.items())
+
+
 def _varies(series: pd.Series) -> bool:
     """More than one distinct non-empty value (min/max for numbers: nunique hashes a million floats slowly)."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
@@ -718,11 +725,8 @@ class PoisoningStage:
         for group in np.flatnonzero(group_rows.sizes >= 2):
             rows = group_rows[group]
             first = int(rows[0])
-            labelled = codes[rows][codes[rows] >= 0]
-            present = np.unique(labelled)
-            if present.size > 1:
-                spread = {str(class_names[c]): int((labelled == c).sum()) for c in present}
-                text = ", ".join(f"{k}: {v}" for k, v in spread.items())
+            spread, text = _label_spread(codes[rows], class_names)
+            if len(spread) > 1:
                 conflicts.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
                 for row in rows:
                     flags.findings.append(
@@ -885,11 +889,9 @@ class PoisoningStage:
         groups = []
         for group in members.values():
             rows = np.sort(np.concatenate([group_rows[g] for g in group]))
-            labels = sorted(set(codes[rows][codes[rows] >= 0].tolist()))
-            if len(group) < 2 or len(labels) < 2:
+            spread, text = _label_spread(codes[rows], class_names)
+            if len(group) < 2 or len(spread) < 2:
                 continue
-            spread = {str(class_names[c]): int((codes[rows] == c).sum()) for c in labels}
-            text = ", ".join(f"{k_}: {v}" for k_, v in spread.items())
             groups.append({"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread})
             for row in rows:
                 near.findings.append(
