@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -24,6 +25,15 @@ class FeatureColumns:
     @property
     def used(self) -> list[str]:
         return [*self.numeric, *self.categorical]
+
+
+def looks_like_regression(labels: pd.Series) -> bool:
+    """A numeric target with many distinct values, or with fractional values, is not a class label."""
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        return False
+    values = labels.dropna().to_numpy(dtype=float)
+    distinct = labels.nunique()
+    return (bool(np.any(values != np.round(values))) and distinct > 10) or distinct > MAX_CATEGORIES
 
 
 def split_columns(frame: pd.DataFrame, features: list[str]) -> FeatureColumns:

@@ -21,14 +21,12 @@ import pandas as pd
 from pydantic import Field
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
+from secure_pipeline.features import as_text_categories, looks_like_regression, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 
 AUTO_ENSEMBLE_MAX_ROWS = 20_000  # below: LR + extra trees + SVM ensemble, two passes; above: gradient boosting
-AUTO_LR_MAX_ROWS = AUTO_ENSEMBLE_MAX_ROWS  # kept for callers of the earlier name
 SCALE_ROWS = 200_000  # at or above: at most `scale_folds` folds
 SVM_MAX_ROWS = 10_000  # the SVM fits on at most this many (random) rows per fold; its cost grows ~quadratically
-MAX_CLASSES = 50  # more distinct integer labels than this reads as a regression target
 ModelName = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "ensemble", "auto"]
 
 
@@ -61,16 +59,6 @@ class LabelNoiseSettings(StageSettings):
 
 def _skip(summary: str, **details: object) -> StageResult:
     return StageResult(name=LabelNoiseStage.name, status="skipped", summary=summary, details=dict(details))
-
-
-def _regression_like(labels: pd.Series) -> bool:
-    """A numeric target with many distinct values, or with fractional values, is not a class label."""
-    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
-        return False
-    values = labels.to_numpy(dtype=float)
-    distinct = labels.nunique()
-    fractional = bool(np.any(values != np.round(values)))
-    return (fractional and distinct > 10) or distinct > MAX_CLASSES
 
 
 def _label_keys(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
@@ -192,7 +180,7 @@ class LabelNoiseStage:
         labels = labels_all[known]
         if labels.empty:
             return _skip(f"skipped: target '{target}' is empty in every row", null_target_rows=null_labels)
-        if _regression_like(labels):
+        if looks_like_regression(labels):
             return _skip(
                 f"skipped: label noise needs a classification target; '{target}' has "
                 f"{labels.nunique()} distinct numeric values",

@@ -42,6 +42,7 @@ from secure_pipeline.features import (
     MAX_CATEGORIES,
     FeatureColumns,
     as_text_categories,
+    looks_like_regression,
     make_preprocessor,
     split_columns,
 )
@@ -198,14 +199,6 @@ def _robust_scale(values: np.ndarray) -> tuple[float, float, str]:
     return median, 0.0, ""
 
 
-def _regression_like(labels: pd.Series) -> bool:
-    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
-        return False
-    values = labels.dropna().to_numpy(dtype=float)
-    distinct = labels.nunique()
-    return (bool(np.any(values != np.round(values))) and distinct > 10) or distinct > MAX_CATEGORIES
-
-
 def _label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
     """Codes 0..K-1 per row (-1 for an empty label) and the label of each code."""
     if pd.api.types.is_object_dtype(labels) or pd.api.types.is_string_dtype(labels):
@@ -317,7 +310,7 @@ class PoisoningStage:
             notes.append(f"constant or empty columns ignored: {', '.join(constant)}")
 
         labels = data[target]
-        use_labels = not _regression_like(labels)
+        use_labels = not looks_like_regression(labels)
         codes, class_names = _label_codes(labels) if use_labels else (np.full(n, -1), [])
         if not use_labels:
             notes.append(f"'{target}' looks like a regression target: label-based checks skipped")
@@ -785,7 +778,7 @@ class PoisoningStage:
         rng = np.random.default_rng(context.seed)
         if distinct > SCALE_ROWS:
             # kNN of a million rows is the gate's most expensive step; the cheap views choose whom to score.
-            cheap = np.mean([z for z in views.values()], axis=0) if views else np.zeros(distinct)
+            cheap = np.mean(list(views.values()), axis=0) if views else np.zeros(distinct)
             sample = rng.choice(distinct, SCALE_SAMPLE_ROWS, replace=False)
             top = np.argpartition(-cheap, SCALE_CANDIDATE_ROWS)[:SCALE_CANDIDATE_ROWS]
             top = top[cheap[top] > s.isolation_z - 1.0]
