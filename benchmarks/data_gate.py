@@ -245,30 +245,33 @@ def quality(seeds: list[int], only: list[str] | None) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def summarize(table: pd.DataFrame) -> str:
     lines = []
     mean = table.groupby(["corruption", "detector"])[["precision", "recall", "f1"]].mean().reset_index()
     main = ["label_noise", "poisoning", "gate", "baseline:cleanlab_default", "baseline:isolation_forest"]
-    lines.append("### Mean over datasets and seeds (precision / recall / F1)\n")
-    lines.append("| corruption | " + " | ".join(main) + " |")
-    lines.append("|---" * (len(main) + 1) + "|")
     injected = [c for c in CORRUPTIONS if c != "none"]
-    for corruption in injected:
-        cells = []
-        for detector in main:
-            row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
-            cells.append("—" if row.empty else f"{row.precision.iloc[0]:.2f} / {row.recall.iloc[0]:.2f} / {row.f1.iloc[0]:.2f}")
-        lines.append(f"| {corruption} | " + " | ".join(cells) + " |")
-    detectors = sorted(d for d in table.detector.unique() if d.startswith("poisoning:"))
-    lines.append("\n### Poisoning detectors, recall per corruption (mean over the datasets where the detector flagged rows)\n")
-    lines.append("| corruption | " + " | ".join(d.split(":")[1] for d in detectors) + " |")
-    lines.append("|---" * (len(detectors) + 1) + "|")
-    for corruption in injected:
-        cells = []
+
+    def cells(corruption: str, detectors: list[str], cell, missing: str) -> list[str]:
+        out = []
         for detector in detectors:
             row = mean[(mean.corruption == corruption) & (mean.detector == detector)]
-            cells.append("0.00" if row.empty else f"{row.recall.iloc[0]:.2f}")
-        lines.append(f"| {corruption} | " + " | ".join(cells) + " |")
+            out.append(missing if row.empty else cell(row.iloc[0]))
+        return out
+
+    lines.append("### Mean over datasets and seeds (precision / recall / F1)\n")
+    lines.append(_markdown_table(["corruption", *main], [
+        [c, *cells(c, main, lambda r: f"{r.precision:.2f} / {r.recall:.2f} / {r.f1:.2f}", "—")] for c in injected
+    ]))
+    detectors = sorted(d for d in table.detector.unique() if d.startswith("poisoning:"))
+    lines.append("\n### Poisoning detectors, recall per corruption (mean over the datasets where the detector flagged rows)\n")
+    lines.append(_markdown_table(["corruption", *(d.split(":")[1] for d in detectors)], [
+        [c, *cells(c, detectors, lambda r: f"{r.recall:.2f}", "0.00")] for c in injected
+    ]))
     # Targets
     label = table[table.corruption.isin(LABEL_CORRUPTIONS)]
     ours = label[label.detector == "label_noise"].f1.mean()
