@@ -331,8 +331,8 @@ class PoisoningStage:
         near_groups = 0
         knn_z = combined = None
         reps = group_rows.reps  # one row per distinct feature vector
-        if reps.size < 3 * self.settings.k:
-            density_flags.details["skipped"] = outlier_flags.details["skipped"] = f"fewer than {3 * self.settings.k} distinct rows"
+        if reps.size < 3 * s.k:
+            density_flags.details["skipped"] = outlier_flags.details["skipped"] = f"fewer than {3 * s.k} distinct rows"
         else:
             matrix = self._matrix(data, columns, log_columns, reps, context.seed)
             context.progress(f"poisoning: IsolationForest and Mahalanobis distance over {reps.size:,} distinct rows")
@@ -342,8 +342,8 @@ class PoisoningStage:
             dup_flags.findings.extend(near_flags.findings)
             dup_flags.details["near_conflicts"] = near_flags.details.get("groups", [])
             outlier_flags, combined = self._outliers(views, knn_z, group_rows, density_flags.rows)
-            label_flags = self._label_conditional(data, columns, reps, group_of, group_rows, codes, class_names,
-                                                  neighbours, cluster_flags.rows)
+            label_flags = self._label_conditional(data, columns, group_of, group_rows, codes, class_names, neighbours,
+                                                  cluster_flags.rows)
             clusters.extend(label_flags.details.pop("clusters", []))
         dup_flags.details["near_conflicting_groups"] = near_groups
         artifacts = {}
@@ -484,7 +484,7 @@ class PoisoningStage:
         return flags, combined
 
     # ------------------------------------------------------------------ (e) label-conditional clusters
-    def _label_conditional(self, data, columns, reps, group_of, group_rows, codes, class_names, nb: _Neighbours,
+    def _label_conditional(self, data, columns, group_of, group_rows: _Groups, codes, class_names, nb: _Neighbours,
                            already) -> _Flags:
         """Backdoor rows: labelled t, their nearest neighbours mostly another class, sharing a value their neighbours lack.
 
@@ -525,7 +525,7 @@ class PoisoningStage:
             return flags
         tests: list[tuple[float, int, str, np.ndarray]] = []  # (p-value, class, shared value, members)
         needed = np.unique(np.concatenate([nb.rows, nb.idx.ravel()]))  # at scale, a small share of the vectors
-        frame = data.iloc[reps[needed]]
+        frame = data.iloc[group_rows.reps[needed]]
         for column in columns.used:
             codes_needed, names, widths = _value_codes(frame[column], column in columns.numeric)
             value_code = np.full(distinct, -1)
