@@ -97,7 +97,8 @@ def _statements(path: Path, stream: list[Token]) -> list[list[Token]]:
     closing: list[str] = []
     for index, token in enumerate(stream):
         if token.kind == "newline":
-            if closing or not current or current[-1].text in _CONTINUES:
+            header = bool(current) and current[0].text in ("package", "import")  # these end at the line's end
+            if closing or not current or (current[-1].text in _CONTINUES and not header):
                 continue
             following = next((t for t in stream[index + 1:] if t.kind != "newline"), None)
             if following is not None and following.text == "else":
