@@ -186,9 +186,10 @@ def test_corpus_covers_at_least_25_layouts() -> None:
 
 def test_packages_without_rules_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policies = _write(tmp_path, {"a.rego": V1 + 'deny contains "x" if false\n', "lib.rego": "package acme.lib\n\nimport rego.v1\n\nsize := 3\n"})
-    code, out, _ = run_main(capsys, "policy", str(EVIDENCE), "--policy", str(policies), "--json", "-")
+    code, out, err = run_main(capsys, "policy", str(EVIDENCE), "--policy", str(policies), "--json", "-")
     decision = json.loads(out)
     assert code == 0 and decision["packages_without_rules"] == ["acme.lib"] and set(decision["packages"]) == {"acme", "acme.lib"}
+    assert "no deny or warn rule in package(s) acme.lib" in err
 
 
 # The two reproductions of issue 11, through the installed program in a child process.
