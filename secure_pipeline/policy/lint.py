@@ -100,8 +100,10 @@ def _statements(path: Path, stream: list[Token]) -> list[list[Token]]:
             header = bool(current) and current[0].text in ("package", "import")  # these end at the line's end
             if closing or not current or (current[-1].text in _CONTINUES and not header):
                 continue
-            following = next((t for t in stream[index + 1:] if t.kind != "newline"), None)
-            if following is not None and following.text == "else":
+            ahead = index + 1
+            while ahead < len(stream) and stream[ahead].kind == "newline":
+                ahead += 1
+            if ahead < len(stream) and stream[ahead].text == "else":
                 continue
             statements.append(current)
             current = []
