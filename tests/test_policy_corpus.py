@@ -26,6 +26,7 @@ from conftest import run_main
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "policies" / "baseline" / "fixtures" / "allow.json"
 V1 = "package acme\n\nimport rego.v1\n\n"
+EVERY_ONE_LINER = 'deny contains "every one-liner" if every c in input.dataset.columns { c != "" }\n'
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ CASES: dict[str, Case] = {
     # OPA v1: `every` holds when the body holds for every column (all names are non-empty): the deny fires.
     "every": Case({"a.rego": V1 + 'deny contains "all named" if {\n\tevery c in input.dataset.columns {\n\t\tc != ""\n\t}\n}\n'},
                   deny=("all named",)),
+    # OPA v1 accepts `every` as the single literal of a one-line body (it would deny here); regopy 1.5.2's
+    # parser refuses it ("Invalid rule head"), so the gate refuses it too: exit 2, never allow.
+    "every_one_liner": refused({"a.rego": V1 + EVERY_ONE_LINER}, "a.rego:5", "Invalid rule head"),
     # OPA v1: `some c in xs` binds each element; one message per matching column.
     "some_in": Case({"a.rego": V1 + 'deny contains msg if {\n\tsome c in input.dataset.columns\n\tstartswith(c, "cred")\n'
                      '\tmsg := concat(":", ["col", c])\n}\n'}, deny=("col:credit_score",)),
@@ -190,6 +194,14 @@ def test_packages_without_rules_are_reported(tmp_path: Path, capsys: pytest.Capt
     decision = json.loads(out)
     assert code == 0 and decision["packages_without_rules"] == ["acme.lib"] and set(decision["packages"]) == {"acme", "acme.lib"}
     assert "no deny or warn rule in package(s) acme.lib" in err
+
+
+def test_the_v1_check_itself_accepts_a_one_line_every_body() -> None:
+    """Should regopy learn the one-line `every` body, the v1 check must not refuse it: its `{` is the every's."""
+    from secure_pipeline.policy import check_v1
+
+    outline = check_v1(Path("a.rego"), V1 + EVERY_ONE_LINER)
+    assert [h.segments for h in outline.rules] == [("deny",)]
 
 
 # The two reproductions of issue 11, through the installed program in a child process.

@@ -146,12 +146,17 @@ def _head(path: Path, statement: list[Token]) -> RuleHead:
 
 
 def _check_bodies(path: Path, statement: list[Token], head: RuleHead) -> None:
-    """Every `{` at depth 0 of a rule either opens a term (after an operator) or a body after `if`."""
-    depth = 0
+    """Every `{` at depth 0 of a rule opens a term (after an operator), a body after `if`, or an `every` body."""
+    depth = every = 0  # every: one-line `if every x in xs { ... }` bodies still to come at depth 0
     previous: Token | None = None
     for index, token in enumerate(statement):
+        if depth == 0 and token.text == "every":
+            every += 1
         if token.kind == "op" and token.text in _OPEN:
-            if depth == 0 and token.text == "{" and previous is not None and previous.text != "if" and previous.text not in _EXPECTS_TERM:
+            opens_body = depth == 0 and token.text == "{" and previous is not None and previous.text != "if" and previous.text not in _EXPECTS_TERM
+            if opens_body and every:
+                every -= 1
+            elif opens_body:
                 partial = previous.text == "]" and not any(t.text in ("contains", ":=", "=") for t in statement[:index])
                 advice = (f"partial rule `{head.segments[-1]}[x] {{` is v0; write `{head.segments[-1]} contains x if {{`"
                           if partial else "a rule body needs `if` before `{` (`name if {`, `else := value if {`)")
