@@ -153,6 +153,9 @@ CASES: dict[str, Case] = {
     "keywords_in_strings": Case({"a.rego": V1 + 'deny contains "if contains else {" if true\n'}, deny=("if contains else {",)),
     # OPA v1: a syntax error is reported at its line (rego_parse_error); here the assignment on line 6 has no value.
     "syntax_error": refused({"a.rego": V1 + "deny contains msg if {\n\tmsg := \n}\n"}, "a.rego:6", "syntax"),
+    # OPA v1 would evaluate it; the package name is the one our generated decision module uses: refused.
+    "reserved_package": refused({"a.rego": "package secure_pipeline_decision\n\nimport rego.v1\n\ndeny contains \"x\" if true\n"},
+                                "a.rego", "reserved"),
     # OPA v1: `default deny := []` plus a complete rule: the default applies when the body fails, an empty array.
     "default_empty_deny": Case({"a.rego": V1 + 'default deny := []\n\ndeny := ["big"] if input.dataset.rows > 1000000\n'}),
 }
@@ -225,3 +228,17 @@ def test_deny_indented_by_one_space_still_denies(tmp_path: Path) -> None:
     result = _cli(tmp_path, 'package old\n\nimport rego.v1\n\n deny contains "indented deny" if {\n  true\n }\n')
     assert result.returncode == 1, result.stderr
     assert "decision: DENY" in result.stderr and "indented deny" in result.stderr
+
+
+def test_run_refuses_a_v0_pack_before_any_work(tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """CONTRACT `run`: a pack module that is not valid Rego v1 is bad input (exit 2), never allow; nothing registered."""
+    import mlflow
+
+    from secure_pipeline import demo
+
+    demo.write(tmp_path, "clean")
+    policies = _write(tmp_path, {"old.rego": 'package old\ndeny[msg] { true; msg := "v0 deny" }\n'})
+    code, _, err = run_main(capsys, "run", "--data", str(tmp_path / "loans.csv"), "--target", "approved", "--policy", str(policies))
+    assert code == 2 and f"{policies / 'acme' / 'old.rego'}:2: Rego v0 syntax" in err, err
+    db = Path(store.removeprefix("sqlite:///"))
+    assert not db.exists() or mlflow.MlflowClient(store).search_registered_models() == []

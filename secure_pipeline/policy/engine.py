@@ -151,6 +151,8 @@ def _decision_module(documents: list[Document]) -> str:
 def _documents(pack: Pack, outlines: list[tuple[Path, Any]], documents: dict[str, Document]) -> None:
     """Add the pack's documents: every package, and every prefix under which a rule head names deny/warn/rules."""
     for path, outline in outlines:
+        if outline.package.split(".")[0].split("[")[0] == _DECISION_PACKAGE:
+            raise BadInputError(f"{path}: package '{outline.package}' is reserved for the generated decision module; rename it")
         documents.setdefault(outline.package, Document(outline.package, pack.name, pack.root))
         for head in outline.rules:
             for position, segment in enumerate(head.segments):
