@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.policy.lint import check_v1
+from secure_pipeline.policy.lint import Outline, check_v1
 from secure_pipeline.policy.packs import CACHE_LIMIT, Pack
 
 RULE_NAMES = ("deny", "warn")
@@ -148,7 +148,7 @@ def _decision_module(documents: list[Document]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _documents(pack: Pack, outlines: list[tuple[Path, Any]], documents: dict[str, Document]) -> None:
+def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict[str, Document]) -> None:
     """Add the pack's documents: every package, and every prefix under which a rule head names deny/warn/rules."""
     for path, outline in outlines:
         if outline.package.split(".")[0].split("[")[0] == _DECISION_PACKAGE:
@@ -157,8 +157,8 @@ def _documents(pack: Pack, outlines: list[tuple[Path, Any]], documents: dict[str
         for head in outline.rules:
             for position, segment in enumerate(head.segments):
                 if segment in (*RULE_NAMES, "rules"):
-                    document = documents.setdefault(_document(outline.package, head.segments[:position]),
-                                                    Document(_document(outline.package, head.segments[:position]), pack.name, pack.root))
+                    name = _document(outline.package, head.segments[:position])
+                    document = documents.setdefault(name, Document(name, pack.name, pack.root))
                     document.defined.setdefault(segment, (path, head.line))
                     break
     if not any(d.defined.get(rule) for d in documents.values() if d.pack == pack.name for rule in RULE_NAMES):
@@ -178,7 +178,7 @@ def compile_packs(directory: Path, packs: list[Pack]) -> Compiled:
     data: dict[str, Any] = {}
     for pack in packs:
         sources: dict[str, str] = {}
-        outlines: list[tuple[Path, Any]] = []
+        outlines: list[tuple[Path, Outline]] = []
         for path in pack.rego:
             source = path.read_text(encoding="utf-8")
             name = str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
@@ -198,7 +198,7 @@ def compile_packs(directory: Path, packs: list[Pack]) -> Compiled:
         output = interpreter.query_bundle_entrypoint(bundle, _CATALOGUE_ENTRYPOINT)
     except (regopy.RegoError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{directory}: the policy packs failed to compile ({str(exc).splitlines()[0]}); fix the rules") from exc
-    listed = output[0][0] if output.ok() and len(output) else [[] for _ in ordered]
+    listed = _answer(output) or [[] for _ in ordered]
     catalogues = {d.path: (entry[0] if entry and isinstance(entry[0], dict) else {}) for d, entry in zip(ordered, listed)}
     return Compiled(interpreter, bundle, ordered, catalogues)
 
@@ -220,6 +220,13 @@ def compiled(directory: Path, packs: list[Pack], digest: str, *, cache: bool) ->
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = result
     return result
+
+
+def _answer(output: Any) -> Any:
+    """The value of a generated entrypoint, or None when regopy reports an error or no value."""
+    if not output.ok() or not len(output) or not output[0].expressions:
+        return None
+    return output[0].expressions[0]
 
 
 def _checked(value: Any, document: Document, rule: str) -> list[Any]:
@@ -256,11 +263,12 @@ def query(compiled_policy: Compiled, evidence: dict[str, Any], directory: Path) 
                 f"{directory}: a policy rule produced output that is not JSON (regopy does not escape quotes "
                 f"that sprintf or concat put in a message); fix the rule's message"
             ) from exc
-    if not output.ok() or not len(output):
+    entries = _answer(output)
+    if entries is None:
         raise BadInputError(f"{directory}: a deny/warn rule failed to evaluate for this evidence (for example a complete "
                             "rule with conflicting values); fix the rules")
     answers: list[tuple[Document, dict[str, list[Any] | None]]] = []
-    for document, entry in zip(compiled_policy.documents, output[0][0]):
+    for document, entry in zip(compiled_policy.documents, entries):
         values: dict[str, list[Any] | None] = {}
         for rule, wrapped in zip(RULE_NAMES, entry):
             if wrapped:
