@@ -79,6 +79,11 @@ CASES: dict[str, Case] = {
     "object_valued_deny": refused({"a.rego": V1 + 'deny := {"reason": "object"}\n'}, "a.rego:5", "object"),
     # OPA v1: `deny[msg] if {...}` (no `contains`) is a partial object {msg: true}, not a set: refused by the contract.
     "v1_partial_object": refused({"a.rego": V1 + 'deny[msg] if {\n\tmsg := "v0 habit"\n}\n'}, "a.rego:5", "object"),
+    # OPA v1: `deny(x) := x` is a function; `data.acme.deny` is not a set of messages (nor queryable): refused.
+    "function_named_deny": refused({"a.rego": V1 + 'deny(x) := x\n\nwarn contains "w" if true\n'}, "a.rego:5", "function"),
+    # OPA v1 (strict checks made default in 1.0): an import that shadows another is a compile error; regopy agrees.
+    "shadowing_import": refused({"a.rego": V1 + "import data.x.lib\nimport data.y.lib\n\ndeny contains \"x\" if true\n"},
+                                "a.rego:6", "shadow"),
     # OPA v1: `deny if true` is a boolean rule (true): not a set of messages, refused by the contract.
     "boolean_deny": refused({"a.rego": V1 + "deny if true\n"}, "a.rego:5", "bool"),
     # OPA v1: `every` holds when the body holds for every column (all names are non-empty): the deny fires.

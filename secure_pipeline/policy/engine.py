@@ -106,25 +106,18 @@ def _merge(into: dict[str, Any], new: dict[str, Any], source: Path) -> None:
             into[key] = value
 
 
-def _length_prefixed(text: str, marker: str) -> tuple[str, str] | None:
-    """In regopy's error tree `(<marker> N:<N characters>...`, the N characters and what follows them."""
-    found = re.search(re.escape(f"({marker} ") + r"(\d+):", text)
-    if not found:
-        return None
-    start = found.end()
-    return text[start:start + int(found.group(1))], text[start + int(found.group(1)):]
-
-
 def syntax_error(path: Path, source: str, error: Exception) -> BadInputError:
-    """The RegoError of `add_module` as `file:line: reason`: regopy gives the byte offset and the message."""
+    """The RegoError of `add_module` as `file:line: reason`. regopy's error tree gives the message as
+    `(errormsg N:<N characters>)` and locations as `|<byte offset>|<length>`, on the error or its AST."""
     text = str(error)
-    located = _length_prefixed(text, "error")
-    message = _length_prefixed(text, "errormsg")
+    message = re.search(r"\(errormsg (\d+):", text)
+    reason = text[message.end():message.end() + int(message.group(1))] if message else "syntax error"
+    rest = text[:message.start()] + text[message.end() + int(message.group(1)):] if message else text
+    offset = re.search(r"\|(\d+)\|\d+", rest)
     line = ""
-    if located and (offset := re.match(r"\|(\d+)\|", located[1])):
+    if offset:
         before = source.encode("utf-8")[:int(offset.group(1))]
         line = ":" + str(before.count(b"\n") + 1)
-    reason = message[0] if message else "syntax error"
     return BadInputError(f"{path}{line}: Rego syntax error: {reason}; fix the rule (Rego v1 syntax)")
 
 
@@ -157,6 +150,9 @@ def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict
         for head in outline.rules:
             for position, segment in enumerate(head.segments):
                 if segment in (*RULE_NAMES, "rules"):
+                    if head.function and segment in RULE_NAMES:
+                        raise BadInputError(f"{path}:{head.line}: `{segment}` is a function here, not a set of messages; "
+                                            f"write `{segment} contains msg if {{...}}`")
                     name = _document(outline.package, head.segments[:position])
                     document = documents.setdefault(name, Document(name, pack.name, pack.root))
                     document.defined.setdefault(segment, (path, head.line))

@@ -59,10 +59,12 @@ class Token:
 
 @dataclass(frozen=True)
 class RuleHead:
-    """One rule of a module: the static segments of its head (`q.deny[x]` -> ("q", "deny")) and its line."""
+    """One rule of a module: the static segments of its head (`q.deny[x]` -> ("q", "deny")), its line,
+    and whether it is a function (`f(x) := ...`)."""
 
     segments: tuple[str, ...]
     line: int
+    function: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def _head(path: Path, statement: list[Token]) -> RuleHead:
             break
     if segments[0] in ("input", "data"):
         raise BadInputError(f"{path}:{first.line}: a rule may not be named '{segments[0]}' in Rego v1; rename it")
-    return RuleHead(tuple(segments), first.line)
+    function = position < len(statement) and statement[position].text == "("
+    return RuleHead(tuple(segments), first.line, function)
 
 
 def _check_bodies(path: Path, statement: list[Token], head: RuleHead) -> None:
