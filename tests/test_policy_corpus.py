@@ -106,7 +106,7 @@ CASES: dict[str, Case] = {
                                deny=("fk-if",)),
     # OPA docs (v0-compatibility): importing both rego.v1 and future.keywords in one module is illegal.
     "rego_v1_with_future_keywords": refused({"a.rego": "package acme\n\nimport rego.v1\nimport future.keywords.if\n\n"
-                                             "deny contains \"x\" if true\n"}, "a.rego", "future.keywords"),
+                                             "deny contains \"x\" if true\n"}, "a.rego:4", "future.keywords"),
     # OPA v1: comments are ignored, `{` inside them included; the rule after them fires.
     "comments_with_braces": Case({"a.rego": V1 + "# deny[msg] {\n#   not a rule }\ndeny contains \"commented\" if { # {\n\ttrue # }\n}\n"},
                                  deny=("commented",)),

@@ -6,8 +6,8 @@ parsed with a tokenizer that follows rego-cpp's own lexer (strings, raw strings,
 keywords), splits it into statements at bracket depth 0, and refuses, naming file and line:
 
 - a rule body `{` that no `if` introduces (v0 rules, v0 partial sets, `else {`, extra bodies);
-- a rule or an assignment named `input` or `data`, duplicate imports, `rego.v1` together with
-  `future.keywords`, calls of the built-ins removed in v1 (`any`, `all`, `re_match`, `set_diff`,
+- a rule or an assignment named `input` or `data`, `rego.v1` together with `future.keywords`,
+  calls of the built-ins removed in v1 (`any`, `all`, `re_match`, `set_diff`,
   `net.cidr_overlap`, `cast_*`);
 - anything it cannot read (template strings, unknown characters), so that what it does not
   understand is never passed.
@@ -186,22 +186,11 @@ def _check_names(path: Path, stream: list[Token]) -> None:
 
 
 def _check_imports(path: Path, imports: list[list[Token]]) -> None:
-    """Rego v1 refuses an import that shadows another, and `rego.v1` next to `future.keywords`."""
-    bound: dict[str, int] = {}
-    future = rego_v1 = False
-    for statement in imports:
-        words = [t.text for t in statement[1:]]
-        target = "".join(words[:-2] if len(words) > 2 and words[-2] == "as" else words)
-        future = future or target.startswith("future.keywords")
-        rego_v1 = rego_v1 or target == "rego.v1"
-        if target.startswith(("future.", "rego.")):
-            continue
-        name = words[-1]
-        if name in bound:
-            raise BadInputError(f"{path}:{statement[0].line}: import '{target}' shadows the import on line {bound[name]}; remove or alias one")
-        bound[name] = statement[0].line
-    if future and rego_v1:
-        raise BadInputError(f"{path}: `import rego.v1` and `import future.keywords` may not be combined; drop the future.keywords import")
+    """`rego.v1` next to `future.keywords` in one module is refused by OPA (regopy accepts it; it refuses shadowing itself)."""
+    targets = {"".join(t.text for t in statement[1:]): statement[0].line for statement in imports}
+    future = [line for target, line in targets.items() if target.startswith("future.keywords")]
+    if "rego.v1" in targets and future:
+        raise BadInputError(f"{path}:{future[0]}: `import rego.v1` and `import future.keywords` may not be combined; drop the future.keywords import")
 
 
 def check_v1(path: Path, source: str) -> Outline:
