@@ -161,6 +161,9 @@ CASES: dict[str, Case] = {
     # OPA v1 would evaluate it; the package name is the one our generated decision module uses: refused.
     "reserved_package": refused({"a.rego": "package secure_pipeline_decision\n\nimport rego.v1\n\ndeny contains \"x\" if true\n"},
                                 "a.rego", "reserved"),
+    # OPA v1.12+ renders `$"..."` string interpolation (with its own handling of undefined values); the v1
+    # check cannot read template strings yet, so the gate refuses them rather than guess: exit 2.
+    "template_string": refused({"a.rego": V1 + 'deny contains $"rows {input.dataset.rows}" if true\n'}, "a.rego:5", "template string"),
     # OPA v1: `default deny := []` plus a complete rule: the default applies when the body fails, an empty array.
     "default_empty_deny": Case({"a.rego": V1 + 'default deny := []\n\ndeny := ["big"] if input.dataset.rows > 1000000\n'}),
 }
