@@ -179,8 +179,8 @@ def _check_names(path: Path, stream: list[Token]) -> None:
             continue
         if token.text in ("input", "data") and following == ":=":
             raise BadInputError(f"{path}:{token.line}: '{token.text}' is reserved in Rego v1 and cannot be assigned; rename the variable")
-        dotted = token.text == "net" and following == "." and stream[index + 2:index + 4] and stream[index + 2].text == "cidr_overlap"
-        if (token.text in REMOVED_BUILTINS and following == "(") or (dotted and stream[index + 3].text == "("):
+        dotted = [t.text for t in stream[index:index + 4]] == ["net", ".", "cidr_overlap", "("]
+        if (token.text in REMOVED_BUILTINS and following == "(") or dotted:
             name = "net.cidr_overlap" if dotted else token.text
             raise BadInputError(f"{path}:{token.line}: built-in '{name}' was removed in Rego v1; use `in`, `every` or its replacement")
 
@@ -200,14 +200,17 @@ def check_v1(path: Path, source: str) -> Outline:
     if not statements or statements[0][0].text != "package":
         raise BadInputError(f"{path}: no 'package' declaration; start the file with e.g. 'package secure_pipeline.mypack'")
     package = "".join(t.text for t in statements[0][1:])
-    imports = [s for s in statements[1:] if s[0].text == "import"]
-    _check_imports(path, imports)
+    imports: list[list[Token]] = []
     heads: list[RuleHead] = []
-    for statement in statements[1 + len(imports):]:
+    for statement in statements[1:]:
+        if statement[0].text == "import" and not heads:
+            imports.append(statement)
+            continue
         if statement[0].text in ("package", "import"):
             raise BadInputError(f"{path}:{statement[0].line}: '{statement[0].text}' after the rules; move it to the top")
         head = _head(path, statement)
         _check_bodies(path, statement, head)
         heads.append(head)
+    _check_imports(path, imports)
     _check_names(path, [t for t in stream if t.kind != "newline"])
     return Outline(package, tuple(heads))
