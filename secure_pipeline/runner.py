@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
-from secure_pipeline import waivers as waivers_mod
+from secure_pipeline.policy import waivers as waivers_mod
 from secure_pipeline.config import Config, load_config
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
