@@ -573,14 +573,14 @@ def test_safetensors_header_does_not_hide_a_pickle() -> None:
 def test_zip_bomb_and_decompression_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    from secure_pipeline import scanning
+    from secure_pipeline.scanning import limits
 
-    monkeypatch.setattr(scanning, "_RATIO_MIN_SIZE", 1000)
-    monkeypatch.setattr(scanning, "MAX_COMPRESSION_RATIO", 100)
+    monkeypatch.setattr(limits, "RATIO_MIN_SIZE", 1000)
+    monkeypatch.setattr(limits, "MAX_COMPRESSION_RATIO", 100)
     bomb = _zip_bytes({"zeros.bin": b"\x00" * 1_000_000})
     assert "too-large" in _kinds(scan_bytes(bomb, "bomb.zip"))
 
-    monkeypatch.setattr(scanning, "MAX_INSPECT_BYTES", 10_000)
+    monkeypatch.setattr(limits, "MAX_INSPECT_BYTES", 10_000)
     assert "too-large" in _kinds(scan_bytes(gzip.compress(b"\x00" * 1_000_000), "bomb.gz"))
 
 
