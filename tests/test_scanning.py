@@ -271,10 +271,14 @@ def test_joblib_array_bytes_that_plain_pickle_would_execute() -> None:
 
     hidden = b"cos\nsystem\n(S'echo pwned'\ntR0"  # ... POP, so the stream stays balanced
     wrapper = NumpyArrayWrapper(np.ndarray, (len(hidden),), "C", np.dtype("u1"), numpy_array_alignment_bytes=None)
-    base = pickle.dumps(wrapper, protocol=4)
+    base = pickle.dumps(wrapper, protocol=2)
     assert base.endswith(b"b.")
     crafted = base[:-1] + hidden + b"."
     _assert_os_system(scan_bytes(crafted, "model.joblib"))
+    # protocol 4 frames the stream: bytes inserted inside the frame are malformed framing too
+    framed = pickle.dumps(wrapper, protocol=4)
+    report = scan_bytes(framed[:-1] + hidden + b".", "model.joblib")
+    assert any("malformed pickle framing" in i.detail for i in report.issues), report.issues
 
 
 def test_object_npy_with_malicious_payload() -> None:

@@ -215,5 +215,5 @@ def fix_imports(module: str, name: str, proto: int) -> tuple[str, str]:
 
 
 def plausible_import(module: str, name: str) -> bool:
-    """Whether an import could succeed at all (module and name are dotted identifiers)."""
-    return bool(IDENTIFIER_PATH.match(module) and IDENTIFIER_PATH.match(name))
+    """Whether an import could succeed at all (module and name are dotted Python identifiers)."""
+    return all(part.isidentifier() for part in f"{module}.{name}".split("."))

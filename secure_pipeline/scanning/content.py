@@ -14,12 +14,20 @@ from secure_pipeline.scanning.report import ScanContext, ScanFile, ScanReport, r
 from secure_pipeline.scanning.second_opinion import second_opinion
 
 
-def report_events(ctx: ScanContext, path: str, events: list[Event], *, only_called: bool = False, only_imports: bool = False) -> None:
-    """Report walk events; the filters are for interpretations of bytes that may not be a pickle."""
+def report_events(
+    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, called_only: bool = False, imports_only: bool = False
+) -> None:
+    """Report walk events; the filters are for interpretations of bytes that may not be a pickle.
+
+    ``importable_only`` drops imports whose module or name is not an identifier: the unpickler
+    fails on them before anything runs (a CSV header read as a GLOBAL line, say).
+    """
     for event in events:
-        if only_called and not event.called:
+        if called_only and not event.called:
             continue
-        if only_imports and not (event.kind == "unsafe-import" and event.plausible):
+        if imports_only and event.kind != "unsafe-import":
+            continue
+        if importable_only and event.kind == "unsafe-import" and not event.plausible:
             continue
         report_issue(ctx, path, event.kind, event.detail)
 
@@ -28,27 +36,31 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
     """Walk the pickle at ``data[start:]`` and report what it would import or call.
 
     ``strict``: the content is known to be a pickle, so a parse failure is "unparseable".
-    Otherwise the content only *might* be a (protocol 0/1) pickle: it is treated as one if it
-    parses to STOP; if it does not, only imports that would actually be called before the
-    unpickler gives up are reported.
+    Otherwise the content only *might* be a (protocol 0/1) pickle.  It is one if it parses to
+    STOP, or if it *looks like* a pickle: every byte up to the end of the data parses as pickle
+    opcodes, at least one of them imports a module attribute, and the data ends inside the
+    pickle (a truncated stream, an argument whose length runs past the end).  Text files break
+    off much earlier (an opcode the unpickler rejects, an empty stack), so they are not pickles;
+    for those, only imports the unpickler would call before it gives up are reported.
     """
     result = PickleWalker(data, start, joblib=joblib).run()
-    if result.completed or strict:
-        report_events(ctx, path, result.events)
+    if strict or result.completed or (result.truncated and result.imports):
+        report_events(ctx, path, result.events, importable_only=not strict)
         if not result.completed:
             report_issue(ctx, path, "unparseable", f"pickle: {result.error}")
         second_opinion(data, start, result, path, ctx)
     else:
-        report_events(ctx, path, result.events, only_called=True, only_imports=True)
+        report_events(ctx, path, result.events, importable_only=True, called_only=True, imports_only=True)
     if result.joblib_skipped:
         # A plain pickle.load of the same bytes would execute the array bytes as opcodes:
         # whatever that interpretation reaches before it breaks must be safe too.
         plain = PickleWalker(data, start, joblib=False).run()
-        report_events(ctx, path, plain.events, only_imports=True)
+        report_events(ctx, path, plain.events, importable_only=True, imports_only=True)
     return result
 
 
 def is_pickle_start(data: bytes) -> bool:
+    """Whether ``data`` starts with a pickle PROTO opcode (protocol 2 to 5 always write one)."""
     return len(data) > 1 and data[0] == 0x80 and data[1] <= 5
 
 

@@ -86,6 +86,14 @@ class _PickleError(Exception):
     """The stream is not a well-formed pickle (from the scanner's point of view)."""
 
 
+class _Truncated(_PickleError):
+    """The data ended inside the pickle: no STOP, or an argument that runs past the end."""
+
+
+# what pickletools' argument readers say when the data ends before the argument does
+_TRUNCATION_MESSAGES = ("not enough data", "but only", "no newline found")
+
+
 @dataclass
 class Event:
     kind: str
@@ -103,6 +111,8 @@ class WalkResult:
     joblib_skipped: bool
     skipped: tuple[tuple[int, int], ...] = ()
     nested: tuple[tuple[int, int], ...] = ()
+    truncated: bool = False  # the failure is that the data ended inside the pickle
+    imports: int = 0  # GLOBAL/INST/STACK_GLOBAL opcodes parsed whose module and name could be imported
 
 
 _NAW = ("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -136,6 +146,7 @@ class PickleWalker:
         self.joblib_skipped = False
         self.skipped: list[tuple[int, int]] = []  # joblib array bytes (raw data or nested pickles)
         self.nested: list[tuple[int, int]] = []  # nested object-array pickles among them
+        self.imports = 0
 
     # -- helpers -------------------------------------------------------------------------
     def _event(self, kind: str, detail: str, called: bool = False, plausible: bool = True) -> None:
@@ -167,8 +178,10 @@ class PickleWalker:
         module, name = fix_imports(module, name, self.proto)
         allowed = is_allowed_global(module, name)
         glob = _Global(module, name, allowed)
+        plausible = plausible_import(module, name)
+        self.imports += plausible
         if not allowed:
-            self._event("unsafe-import", glob.dotted, plausible=plausible_import(module, name))
+            self._event("unsafe-import", glob.dotted, plausible=plausible)
         return glob
 
     def _call(self, func: Any, args: Any, how: str, init: bool = True) -> _Obj:
@@ -233,19 +246,22 @@ class PickleWalker:
                 raise _PickleError("truncated joblib array padding")
             pos += 1 + self.data[pos]
         if pos + nbytes > len(self.data):
-            raise _PickleError("truncated joblib array data")
+            raise _Truncated("truncated joblib array data")
         self.skipped.append((begin, pos + nbytes))
         self.stream.seek(pos + nbytes)
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> WalkResult:
+        completed, error, truncated = True, "", False
         try:
             self._run()
         except _PickleError as exc:
-            return WalkResult(self.events, False, str(exc), self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
+            completed, error, truncated = False, str(exc), isinstance(exc, _Truncated)
         except (ValueError, EOFError, UnicodeDecodeError, struct.error, OverflowError, MemoryError, IndexError, KeyError, TypeError) as exc:
-            return WalkResult(self.events, False, short_error(exc), self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
-        return WalkResult(self.events, True, "", self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested))
+            completed, error = False, short_error(exc)
+        return WalkResult(
+            self.events, completed, error, self.stream.tell(), self.joblib_skipped, tuple(self.skipped), tuple(self.nested), truncated, self.imports
+        )
 
     def _run(self) -> None:  # noqa: C901 - one branch per opcode, like the unpickler
         stack_push = self._push
@@ -461,23 +477,38 @@ def _parse_int_line(line: bytes) -> int:
 def _read_line(stream: io.BytesIO) -> bytes:
     line = stream.readline()
     if not line.endswith(b"\n"):
-        raise _PickleError("pickle ended in the middle of a text argument")
+        raise _Truncated("pickle ended in the middle of a text argument")
     return line[:-1]
 
 
 def _genops(stream: io.BytesIO) -> Iterator[tuple[Any, Any, int]]:
-    """Like ``pickletools.genops`` but decodes text arguments exactly as the real unpickler does.
+    """Like ``pickletools.genops`` but decodes text arguments exactly as the real unpickler does,
+    and checks the FRAME boundaries.
 
     ``genops`` parses INT/LONG with ``int(s)`` where the unpickler accepts ``int(s, 0)`` (hex,
     octal, underscores); a scanner that stops where the unpickler goes on can be bypassed.
     GLOBAL/INST/PERSID lines are returned raw and re-decoded by the caller.
+
+    Frames: an opcode whose bytes run past the end of its frame, a FRAME opened inside another
+    frame, a frame that runs past STOP, or joblib array bytes (skipped by the caller, who moves
+    the stream) inside a frame make the stream malformed: ``pickle.load`` from a file reads such a
+    stream differently from a linear reader (and from ``pickle.loads``), so what this walk sees is
+    not what a loader runs (python/cpython#154848, fickling's ``frame_boundary_divergence``).
+    Stricter than CPython in one benign case no pickler writes (a frame ending between an
+    opcode and its argument).
     """
     code2op = pickletools.code2op
+    frame_end: int | None = None
+    end = stream.tell()
     while True:
         pos = stream.tell()
+        if frame_end is not None and pos != end and end < frame_end:
+            raise _PickleError(f"malformed pickle framing: joblib array bytes at offset {end} inside the frame ending at offset {frame_end}")
+        if frame_end is not None and pos >= frame_end:
+            frame_end = None
         code = stream.read(1)
         if not code:
-            raise _PickleError("pickle ended before STOP")
+            raise _Truncated("pickle ended before STOP")
         opcode = code2op.get(code.decode("latin-1"))
         if opcode is None:
             raise _PickleError(f"unknown opcode {code!r} at offset {pos}")
@@ -497,7 +528,21 @@ def _genops(stream: io.BytesIO) -> Iterator[tuple[Any, Any, int]]:
         elif name == "PERSID":
             arg = _read_line(stream)
         else:
-            arg = opcode.arg.reader(stream)
+            try:
+                arg = opcode.arg.reader(stream)
+            except ValueError as exc:
+                if any(message in str(exc) for message in _TRUNCATION_MESSAGES):
+                    raise _Truncated(f"{name} argument runs past the end of the data") from exc
+                raise
+        end = stream.tell()
+        if frame_end is not None and end > frame_end:
+            raise _PickleError(f"malformed pickle framing: {name} at offset {pos} runs past the end of its frame at offset {frame_end}")
+        if name == "FRAME":
+            if frame_end is not None:
+                raise _PickleError(f"malformed pickle framing: FRAME at offset {pos} opens inside the frame ending at offset {frame_end}")
+            frame_end = end + arg
+        elif name == "STOP" and frame_end is not None and end < frame_end:
+            raise _PickleError(f"malformed pickle framing: the frame ending at offset {frame_end} runs past STOP at offset {pos}")
         yield opcode, arg, pos
         if name == "STOP":
             return

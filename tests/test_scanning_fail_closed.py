@@ -1,0 +1,145 @@
+"""The scanner fails closed on streams a loader would read differently from the scanner.
+
+Every fixture is assembled as bytes and only scanned; nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+
+import pytest
+
+from secure_pipeline.scanning import ScanReport, scan_bytes
+
+# --------------------------------------------------------------------------------------------
+# Pickle FRAME boundaries (python/cpython#154848; fickling's frame_boundary_divergence)
+# --------------------------------------------------------------------------------------------
+
+_HIDDEN_CALL = pickle.GLOBAL + b"os\nsystem\n" + pickle.UNICODE + b"echo pwned\n" + pickle.TUPLE1 + pickle.REDUCE
+
+
+def _frame(length: int) -> bytes:
+    return pickle.FRAME + struct.pack("<Q", length)
+
+
+def _framed(body: bytes, declared_length: int) -> bytes:
+    return pickle.PROTO + b"\x05" + _frame(declared_length) + body + pickle.STOP
+
+
+# fickling's divergence file: BINBYTES declares 0x107 bytes inside a frame that holds 2, so a
+# linear reader sees one long bytes object while pickle.load(file) runs the buried os.system call
+_DIVERGENCE = (
+    pickle.PROTO
+    + b"\x05"
+    + pickle.NONE
+    + pickle.UNICODE
+    + b"a" * (8192 * 16 - 17)
+    + b"\n"
+    + pickle.POP
+    + pickle.MARK
+    + _frame(2)
+    + pickle.BINBYTES
+    + b"\x07\x01\x00\x00"
+    + b"\x00\x00"
+    + (_HIDDEN_CALL + pickle.MARK).ljust(256 + 5, pickle.NONE)
+    + pickle.POP_MARK
+    + pickle.STOP
+)
+
+MALFORMED_FRAMES = {
+    "divergence hides os.system": _DIVERGENCE,
+    "BINBYTES crosses the frame end": _framed(pickle.BINBYTES + struct.pack("<I", 20) + b"A" * 20 + pickle.POP + pickle.NONE, 5),
+    "SHORT_BINUNICODE crosses the frame end": _framed(b"\x8c\x14" + b"A" * 20 + pickle.POP + pickle.NONE, 3),
+    "GLOBAL module line crosses the frame end": _framed(pickle.GLOBAL + b"macos\nsystem\n", 4),
+    "GLOBAL name line crosses the frame end": _framed(pickle.GLOBAL + b"os\nsystem\n", 7),
+    "UNICODE crosses the frame end": _framed(pickle.UNICODE + b"hello world\n", 5),
+    "BININT crosses the frame end": _framed(pickle.BININT + struct.pack("<i", 7), 2),
+    "FRAME opened inside a frame": pickle.PROTO + b"\x05" + _frame(30) + pickle.NONE + _frame(2) + pickle.NONE + pickle.STOP,
+    "frame runs past STOP": _framed(pickle.NONE, 40) + b"\x00" * 39,
+}
+
+
+def _framing_issue(report: ScanReport) -> bool:
+    return any(i.kind == "unparseable" and "malformed pickle framing" in i.detail for i in report.issues)
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_FRAMES))
+def test_malformed_frames_are_unsafe(name: str) -> None:
+    report = scan_bytes(MALFORMED_FRAMES[name], "model.pkl")
+    assert not report.clean
+    assert _framing_issue(report), report.issues
+
+
+def test_the_divergence_file_looks_harmless_to_a_linear_reader() -> None:
+    # what makes the file dangerous: read linearly (as pickletools and the old walk did) it imports nothing
+    import pickletools
+
+    names = [op.name for op, _, _ in pickletools.genops(_DIVERGENCE)]
+    assert "GLOBAL" not in names and "REDUCE" not in names
+    assert _HIDDEN_CALL in _DIVERGENCE
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize(
+    "obj",
+    [[1, 2, 3, 4], b"x" * 100_000, [1, b"y" * 100_000, 2], list(range(200_000)), {"a": [1, 2, {"b": (3, 4)}], "c": [5, 6]}],
+    ids=["small", "large-unframed-bytes", "framed-unframed-framed", "several-full-frames", "nested"],
+)
+def test_well_formed_frames_are_clean(obj: object, protocol: int) -> None:
+    report = scan_bytes(pickle.dumps(obj, protocol=protocol), "data.pkl")
+    assert report.clean, report.issues
+
+
+# --------------------------------------------------------------------------------------------
+# Truncated protocol 0/1 streams vs. text files
+# --------------------------------------------------------------------------------------------
+
+TRUNCATED_PICKLES = {
+    "exec then MARK": b"cbuiltins\nexec\n(",
+    "BINUNICODE length past the end": b"cbuiltins\nexec\n(X\xff\x00\x00\x00print(1)",
+    "STRING without its end": b"cbuiltins\nexec\n(S'print(1)",
+    "SHORT_BINSTRING length past the end": b"cos\nsystem\n(U\x40echo",
+    "INST then the end": b"(S'echo pwned'\nios\nsystem\n",
+    "allowed import, truncated": b"cbuiltins\nset\n(]",
+    "protocol 1 dict then truncated": b"}q\x00(X\x01\x00\x00\x00acbuiltins\neval\nq\x01",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRUNCATED_PICKLES))
+def test_truncated_protocol0_pickle_is_unsafe(name: str) -> None:
+    report = scan_bytes(TRUNCATED_PICKLES[name], "model.txt")
+    assert not report.clean
+    assert report.files[0].format == "pickle"
+    assert any(i.kind == "unparseable" for i in report.issues), report.issues
+
+
+_MLMODEL = (
+    "artifact_path: model\nflavors:\n  python_function:\n    env:\n      conda: conda.yaml\n"
+    "    loader_module: mlflow.sklearn\n    model_path: model.skops\n    predict_fn: predict\n"
+    "    python_version: 3.11.7\n  sklearn:\n    code: null\n    pickled_model: model.skops\n"
+    "    serialization_format: skops\n    sklearn_version: 1.9.1\nmlflow_version: 3.17.2\n"
+    "model_uuid: 0f1e2d3c4b5a\nutc_time_created: '2026-11-28 10:00:00.000000'\n"
+)
+TEXT_FILES = {
+    "iris.csv": b"sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,setosa\n",
+    "starts-with-c.csv": b"const_p1,const_p2,const_f1\n.7376958,.2623042,.9997776\n.9818866,.0181134,.999989\n",
+    "quoted.csv": b'"c","os"\n"system",1\n',
+    "tab.tsv": b"c\tos\nsystem\t(\n",
+    "config.json": json.dumps({"c": "os", "system": ["echo", "pwned"]}).encode(),
+    "input_example.json": b'{"columns": ["a", "b"], "data": [[1, 2]]}',
+    "conda.yaml": b"channels:\n- conda-forge\ndependencies:\n- python=3.11.7\n- pip:\n  - mlflow==3.17.2\nname: mlflow-env\n",
+    "python_env.yaml": b"python: 3.11.7\nbuild_dependencies:\n- pip==24.0\ndependencies:\n- -r requirements.txt\n",
+    "MLmodel": _MLMODEL.encode(),
+    "README.md": "# Credit model\n\ncos\nsystem\n(S'not a pickle'\n\u00e9\n".encode(),
+    "requirements.txt": b"certifi\nnumpy\nscikit-learn==1.9.1\n",
+    "one-letter.txt": b"(",
+    "list.txt": b"(lp0\nI1\naI2\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_FILES))
+def test_text_files_stay_clean(name: str) -> None:
+    report = scan_bytes(TEXT_FILES[name], name)
+    assert report.clean, report.issues
