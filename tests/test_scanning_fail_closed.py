@@ -143,3 +143,49 @@ TEXT_FILES = {
 def test_text_files_stay_clean(name: str) -> None:
     report = scan_bytes(TEXT_FILES[name], name)
     assert report.clean, report.issues
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "dotted"),
+    [(pickle.dumps(len, protocol=4), "builtins.len"), (b"\x80\x04\x8c\n__future__\x8c\x0bannotations\x93.", "__future__.annotations")],
+)
+def test_an_import_off_the_allowlist_is_named_so(data: bytes, dotted: str) -> None:
+    report = scan_bytes(data, "m.pkl")
+    assert [i.message for i in report.issues if i.kind == "unsafe-import"] == [f"m.pkl: imports {dotted}, which is not on the allowlist"]
+    assert not any("can run code" in i.message for i in report.issues)
+
+
+def test_second_opinion_is_worded_as_picklescans_finding_in_our_spelling() -> None:
+    import os
+
+    class _Eval:
+        def __reduce__(self):  # dumped only
+            return (eval, ("1",))
+
+    for data, dotted in [(pickle.dumps(_Eval(), protocol=2), "builtins.eval"), (pickle.dumps(os.system, protocol=2), "os.system")]:
+        report = scan_bytes(data, "m.pkl")
+        messages = [i.message for i in report.issues]
+        assert f"m.pkl: imports {dotted}, which can run code when loaded" in messages
+        assert f"m.pkl: picklescan reports {dotted}; treated as unsafe" in messages
+        assert not any("__builtin__" in m or "posix" in m for m in messages), messages
+
+
+def test_second_opinion_never_shows_picklescans_placeholder() -> None:
+    # the module name is the result of a call: picklescan says "unknown", the walk "cannot be resolved"
+    data = b"\x80\x04\x8c\x08builtins\x8c\x03str\x93C\x02os\x85R\x8c\x06system\x93N\x85R."
+    report = scan_bytes(data, "m.pkl")
+    assert not report.clean
+    assert not any("unknown" in i.message for i in report.issues), report.issues
+
+
+def test_scan_model_names_the_path_it_was_given(capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_main
+
+    code, _, err = run_main(capsys, "scan-model", "/dev/null")
+    assert code == 1
+    assert "/dev/null: is not a regular file" in err

@@ -180,8 +180,71 @@ def _numpy_toplevel_names() -> frozenset[str]:
 _NUMPY_TOPLEVEL = _numpy_toplevel_names()
 
 
+#: NumPy statistics that fitted estimators keep as plain values (``FeatureAgglomeration.pooling_func``)
+_NUMPY_STATISTICS = frozenset(
+    {
+        "mean", "median", "average", "sum", "prod", "min", "max", "amin", "amax", "std", "var", "ptp",
+        "percentile", "quantile", "nanmean", "nanmedian", "nansum", "nanprod", "nanmin", "nanmax", "nanstd",
+        "nanvar", "nanpercentile", "nanquantile", "count_nonzero", "argmin", "argmax", "cumsum", "cumprod",
+    }
+)  # fmt: skip
+_FUNCTION_NAME = re.compile(r"^_?[a-z][a-z0-9_]*$")
+
+#: Imports that are known to run code, touch files or processes when called (for the wording of a finding).
+_DANGEROUS_MODULES = frozenset(
+    {
+        "os", "posix", "nt", "subprocess", "sys", "socket", "shutil", "runpy", "pty", "ctypes", "importlib",
+        "code", "codeop", "pickle", "_pickle", "marshal", "webbrowser", "multiprocessing", "asyncio", "cProfile",
+        "profile", "pdb", "bdb", "timeit", "commands", "pip", "ensurepip", "tempfile", "urllib", "requests",
+        "http", "ftplib", "smtplib", "telnetlib", "numpy.f2py", "numpy.testing", "numpy.ctypeslib", "pandas.io",
+        "joblib", "dill", "cloudpickle", "torch",
+    }
+)  # fmt: skip
+_DANGEROUS_NAMES = frozenset(
+    {
+        "builtins.eval", "builtins.exec", "builtins.execfile", "builtins.compile", "builtins.getattr",
+        "builtins.setattr", "builtins.delattr", "builtins.__import__", "builtins.open", "builtins.input",
+        "builtins.breakpoint", "builtins.globals", "builtins.locals", "builtins.vars", "builtins.apply",
+        "builtins.exit", "builtins.quit", "operator.attrgetter", "operator.itemgetter", "operator.methodcaller",
+        "_operator.attrgetter", "_operator.itemgetter", "_operator.methodcaller", "types.CodeType",
+        "types.FunctionType", "numpy.load", "numpy.fromfile", "numpy.loadtxt", "numpy.genfromtxt", "numpy.save",
+        "numpy.savez", "numpy.savetxt", "numpy.memmap", "pandas.read_pickle", "pandas.eval", "functools.partial",
+    }
+)  # fmt: skip
+
+
+def is_known_dangerous(dotted: str) -> bool:
+    """Whether an import is known to run code (or touch files/processes) when it is called."""
+    parts = dotted.split(".")
+    prefixes = {".".join(parts[:i]) for i in range(1, len(parts))}
+    return dotted in _DANGEROUS_NAMES or bool(prefixes & _DANGEROUS_MODULES)
+
+
 def is_allowed_global(module: str, name: str) -> bool:
-    """Whether importing ``module.name`` from a pickle is allowed (see the module docstring)."""
+    """Whether a pickle (or a ``.skops`` file) may import ``module.name``: a global it may also call
+    (:func:`may_call_global`), or a pure computation kept as a value, not called at load time.
+
+    The values are scikit-learn functions outside the denied modules (score functions such as
+    ``f_classif``, the k-means kernels), NumPy ufuncs and statistics (``numpy.mean`` as a pooling
+    function), array-API namespace functions, and ``functools.partial``, which the pickle walk
+    accepts only around an allowed function.
+    """
+    if may_call_global(module, name):
+        return True
+    if not isinstance(module, str) or not isinstance(name, str) or not IDENTIFIER_PATH.match(module) or not _FUNCTION_NAME.match(name):
+        return False
+    parts = module.split(".")
+    if module == "functools" and name == "partial":
+        return True
+    if module == "numpy":
+        return name in _NUMPY_STATISTICS
+    if parts[0] in ("sklearn", "scipy") and "array_api_compat" in parts:
+        return True
+    return parts[0] == "sklearn" and not any(part in _DENIED_MODULE_PARTS for part in parts[1:])
+
+
+def may_call_global(module: str, name: str) -> bool:
+    """Whether a pickle may call (construct) ``module.name`` at load time (see the package docstring)."""
     if not isinstance(module, str) or not isinstance(name, str):
         return False
     if not IDENTIFIER_PATH.match(module) or not IDENTIFIER_PATH.match(name) or "." in name:
@@ -204,14 +267,19 @@ def is_allowed_global(module: str, name: str) -> bool:
     return False
 
 
-def fix_imports(module: str, name: str, proto: int) -> tuple[str, str]:
-    """Apply the Python 2 -> 3 renames the unpickler applies for protocols < 3."""
+#: modules that are ``os`` under another name (``pickle.dumps(os.system)`` writes ``posix.system``)
+_OS_ALIASES = frozenset({"posix", "nt"})
+
+
+def canonical_import(module: str, name: str, proto: int) -> tuple[str, str]:
+    """The import the unpickler makes: the Python 2 -> 3 renames it applies for protocols < 3;
+    ``posix``/``nt`` are spelled ``os`` (the same functions)."""
     if proto < 3:
         if (module, name) in _compat_pickle.NAME_MAPPING:
-            return _compat_pickle.NAME_MAPPING[(module, name)]
-        if module in _compat_pickle.IMPORT_MAPPING:
-            return _compat_pickle.IMPORT_MAPPING[module], name
-    return module, name
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+    return ("os" if module in _OS_ALIASES else module), name
 
 
 def plausible_import(module: str, name: str) -> bool:

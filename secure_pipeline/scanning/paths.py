@@ -94,7 +94,7 @@ def scan_path(path: Path) -> ScanReport:
         resolved = path.resolve() if path.is_symlink() else path
         if not resolved.exists():
             raise BadInputError(f"model path {path} is a dangling symbolic link; pass the real file")
-        rel = path.name
+        rel = str(path)  # the path as given, so every message names what the caller passed
         ctx = ScanContext()
         try:
             with open(resolved, "rb"):

@@ -13,20 +13,22 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from secure_pipeline.scanning.allowlist import fix_imports, is_allowed_global, plausible_import
+from secure_pipeline.scanning.allowlist import canonical_import, is_allowed_global, may_call_global, plausible_import
 from secure_pipeline.scanning.report import short_error
 
 
 
 class _Global:
-    """An imported object, by name only."""
+    """An imported object, by name only: whether the allowlist admits it, and whether as something
+    the pickle may call at load time or only as a value."""
 
-    __slots__ = ("module", "name", "allowed")
+    __slots__ = ("module", "name", "allowed", "callable")
 
-    def __init__(self, module: str, name: str, allowed: bool) -> None:
+    def __init__(self, module: str, name: str, allowed: bool, callable_: bool = False) -> None:
         self.module = module
         self.name = name
         self.allowed = allowed
+        self.callable = callable_
 
     @property
     def dotted(self) -> str:
@@ -175,9 +177,9 @@ class PickleWalker:
         return arg[0].decode("utf-8", "surrogateescape"), arg[1].decode("utf-8", "surrogateescape")
 
     def _make_global(self, module: str, name: str) -> _Global:
-        module, name = fix_imports(module, name, self.proto)
+        module, name = canonical_import(module, name, self.proto)
         allowed = is_allowed_global(module, name)
-        glob = _Global(module, name, allowed)
+        glob = _Global(module, name, allowed, may_call_global(module, name))
         plausible = plausible_import(module, name)
         self.imports += plausible
         if not allowed:
@@ -191,13 +193,17 @@ class PickleWalker:
                 self._event("unresolvable-import", f"{how} of a global that cannot be resolved", called=True)
             elif not func.allowed:
                 self._event("unsafe-import", func.dotted, called=True, plausible=plausible_import(func.module, func.name))
+            elif func.dotted == "functools.partial":
+                self._check_partial(args[0] if isinstance(args, tuple) and args else None)
+            elif not func.callable:
+                self._event("unsafe-call", f"{how} calls {func.dotted}, which the allowlist admits only as a value", called=True)
             cls: Any = func
             if func.module == "copyreg" and func.name == "_reconstructor" and isinstance(args, tuple) and args:
                 cls = args[0]
                 if isinstance(cls, _Global) and not cls.allowed:
                     self._event("unsafe-import", cls.dotted, called=True, plausible=plausible_import(cls.module, cls.name))
-                elif not isinstance(cls, _Global):
-                    self._event("unsafe-call", "reconstructs an object whose class is not an imported global")
+                elif not isinstance(cls, _Global) or not cls.callable:
+                    self._event("unsafe-call", "reconstructs an object whose class is not an allowed imported class")
             obj = _Obj(cls, func, args)
             if (func.module, func.name) == _NAW and init and isinstance(args, tuple):
                 # NumpyArrayWrapper.__init__ runs: its defaults apply (16-byte alignment padding)
@@ -207,6 +213,12 @@ class PickleWalker:
             return obj
         self._event("unsafe-call", f"{how} calls an object that is not an imported global", called=True)
         return _Obj(None, func, args)
+
+    def _check_partial(self, wrapped: Any) -> None:
+        """``functools.partial`` (created, or given a new function by BUILD) must wrap an allowed global."""
+        if not isinstance(wrapped, _Global) or wrapped.module == "?":
+            self._event("unsafe-call", "functools.partial wraps an object that is not an imported global", called=True)
+        # an import the allowlist refuses was reported where it was imported
 
     def _mutate(self, target: Any, what: str) -> None:
         if isinstance(target, _Global):
@@ -437,6 +449,9 @@ class PickleWalker:
             return
         if not isinstance(inst, _Obj):
             return
+        if isinstance(inst.cls, _Global) and inst.cls.dotted == "functools.partial":
+            # partial.__setstate__ takes (func, args, kwds, dict): the function can be replaced here
+            self._check_partial(state[0] if isinstance(state, tuple) and state else None)
         inst.state = state
         dict_state, slot_state = state, None
         if isinstance(state, tuple) and len(state) == 2:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secure_pipeline.scanning import limits
+from secure_pipeline.scanning.allowlist import is_known_dangerous
 
 SCHEMA = "secure-pipeline/model-scan/v1"
 
@@ -99,6 +100,10 @@ class ScanContext:
 
 
 def _issue_message(path: str, kind: str, detail: str) -> str:
+    """One line for a finding: "can run code" only for imports known to do so, else "not on the allowlist"."""
+    if kind in ("unsafe-import", "untrusted-type") and not is_known_dangerous(detail):
+        what = "imports" if kind == "unsafe-import" else "references type"
+        return f"{path}: {what} {detail}, which is not on the allowlist"
     templates = {
         "unsafe-import": "{p}: imports {d}, which can run code when loaded",
         "unsafe-call": "{p}: {d} when loaded, which can run code",
@@ -107,20 +112,20 @@ def _issue_message(path: str, kind: str, detail: str) -> str:
         "persistent-load": "{p}: uses pickle persistent IDs ({d}), which hand control to the loader's code",
         "extension-registry": "{p}: imports through the copyreg extension registry ({d}); treated as unsafe",
         "unparseable": "{p}: cannot be parsed completely ({d}); treated as unsafe",
-        "untrusted-type": "{p}: references untrusted type {d}, which can run code when loaded",
+        "untrusted-type": "{p}: references type {d}, which can run code when loaded",
         "too-large": "{p}: too large or too deeply nested to inspect ({d}); treated as unsafe",
         "uninspectable": "{p}: cannot be inspected ({d}); treated as unsafe",
         "symlink": "{p}: is a symbolic link ({d}); not followed, treated as unsafe",
         "special-file": "{p}: is not a regular file ({d}); treated as unsafe",
         "unreadable": "{p}: cannot be read ({d}); treated as unsafe",
-        "second-opinion": "{p}: the second-opinion scanner flags {d}; treated as unsafe",
     }
     template = templates.get(kind, "{p}: {d}")
     return template.format(p=path, d=detail)
 
 
-def report_issue(ctx: ScanContext, path: str, kind: str, detail: str) -> None:
-    ctx.add(path, kind, detail, _issue_message(path, kind, detail))
+def report_issue(ctx: ScanContext, path: str, kind: str, detail: str, message: str | None = None) -> None:
+    """Record a finding; the one-line message is derived from its kind unless given."""
+    ctx.add(path, kind, detail, message or _issue_message(path, kind, detail))
 
 
 
