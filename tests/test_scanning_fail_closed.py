@@ -189,3 +189,122 @@ def test_scan_model_names_the_path_it_was_given(capsys: pytest.CaptureFixture[st
     code, _, err = run_main(capsys, "scan-model", "/dev/null")
     assert code == 1
     assert "/dev/null: is not a regular file" in err
+
+
+# --------------------------------------------------------------------------------------------
+# 7z archives and tar (the legacy PyTorch checkpoint layout)
+# --------------------------------------------------------------------------------------------
+
+
+class _Evil:
+    def __reduce__(self):  # dumped only, never loaded
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def _7z_bytes(members: dict[str, bytes], **kwargs: object) -> bytes:
+    import io
+
+    import py7zr
+
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w", **kwargs) as archive:
+        for name, data in members.items():
+            archive.writestr(data, name)
+    return buf.getvalue()
+
+
+def _tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None, fmt: int = 1) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            archive.addfile(info)
+    return buf.getvalue()
+
+
+def _legacy_torch_tar(main_pickle: bytes) -> bytes:
+    """The pre-zip torch.save layout: a tar of sys_info, pickle, tensors and storages."""
+    return _tar_bytes(
+        {
+            "sys_info": pickle.dumps({"protocol_version": 1001, "little_endian": True, "type_sizes": {"int": 4}}, protocol=2),
+            "pickle": main_pickle,
+            "tensors": pickle.dumps(0, protocol=2),
+            "storages": pickle.dumps(0, protocol=2),
+        }
+    )
+
+
+def _assert_unsafe_os_system(report: ScanReport, member: str) -> None:
+    assert not report.clean
+    assert any(i.detail == "os.system" and i.path == member for i in report.issues), report.issues
+
+
+def test_7z_members_are_scanned() -> None:
+    evil = _7z_bytes({"model/weights.pkl": pickle.dumps(_Evil(), protocol=4), "README.md": b"# model\n"})
+    report = scan_bytes(evil, "model.7z")
+    _assert_unsafe_os_system(report, "model.7z!model/weights.pkl")
+    assert report.files[0].format == "7z"
+    clean = scan_bytes(_7z_bytes({"weights.pkl": pickle.dumps({"w": [1.0, 2.0]}, protocol=4)}), "model.7z")
+    assert clean.clean, clean.issues
+
+
+def test_encrypted_7z_is_uninspectable() -> None:
+    data = _7z_bytes({"weights.pkl": pickle.dumps({"w": 1}, protocol=4)}, password="secret")
+    report = scan_bytes(data, "model.7z")
+    assert [i.kind for i in report.issues] == ["uninspectable"], report.issues
+
+
+def test_damaged_7z_is_unsafe() -> None:
+    data = bytearray(_7z_bytes({"weights.pkl": pickle.dumps(list(range(200)), protocol=4)}))
+    data[40] ^= 0xFF  # inside the packed stream
+    report = scan_bytes(bytes(data), "model.7z")
+    assert not report.clean
+    assert {i.kind for i in report.issues} <= {"unparseable", "uninspectable"}, report.issues
+    assert not scan_bytes(bytes(data[:-20]), "model.7z").clean  # truncated
+
+
+def test_7z_bomb_is_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secure_pipeline.scanning import limits
+
+    monkeypatch.setattr(limits, "RATIO_MIN_SIZE", 1000)
+    monkeypatch.setattr(limits, "MAX_COMPRESSION_RATIO", 100)
+    report = scan_bytes(_7z_bytes({"zeros.bin": b"\x00" * 1_000_000}), "bomb.7z")
+    assert "too-large" in {i.kind for i in report.issues}
+
+
+def test_legacy_pytorch_tar_layout_is_scanned() -> None:
+    clean = scan_bytes(_legacy_torch_tar(pickle.dumps({"layer.weight": [0.5, 0.25]}, protocol=2)), "model.pt")
+    assert clean.clean, clean.issues
+    assert clean.files[0].format == "pytorch-tar"
+    report = scan_bytes(_legacy_torch_tar(pickle.dumps(_Evil(), protocol=2)), "model.pt")
+    _assert_unsafe_os_system(report, "model.pt!pickle")
+
+
+def test_tar_variants_are_scanned_or_unsafe() -> None:
+    import gzip
+    import tarfile
+
+    evil = {"weights.pkl": pickle.dumps(_Evil(), protocol=4)}
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        _assert_unsafe_os_system(scan_bytes(_tar_bytes(evil, fmt=fmt), "m.tar"), "m.tar!weights.pkl")
+    _assert_unsafe_os_system(scan_bytes(gzip.compress(_tar_bytes(evil)), "m.tar.gz"), "m.tar.gz!weights.pkl")
+    # an old v7 tar has no magic: found by its header checksum
+    v7 = bytearray(_tar_bytes(evil, fmt=tarfile.USTAR_FORMAT))
+    v7[257:265] = b"\x00" * 8
+    v7[148:156] = b"%06o\x00 " % (sum(v7[:148]) + 8 * 32 + sum(v7[156:512]))
+    _assert_unsafe_os_system(scan_bytes(bytes(v7), "m.bin"), "m.bin!weights.pkl")
+    linked = scan_bytes(_tar_bytes({"a.txt": b"hi"}, links={"weights.pkl": "/etc/passwd"}), "m.tar")
+    assert [(i.path, i.kind) for i in linked.issues] == [("m.tar!weights.pkl", "symlink")]
+    truncated = _tar_bytes({"weights.pkl": pickle.dumps(list(range(2000)), protocol=4)})
+    assert not scan_bytes(truncated[:1500], "m.tar").clean

@@ -1,10 +1,11 @@
-"""Containers scanned member by member: zip (and .skops), compressed streams."""
+"""Containers scanned member by member: zip (and .skops), 7z, tar (and legacy PyTorch), compressed streams."""
 
 from __future__ import annotations
 
 import bz2
 import io
 import lzma
+import tarfile
 import zipfile
 import zlib
 from typing import Any, Callable
@@ -112,6 +113,35 @@ def decompress(kind: str, data: bytes, limit: int) -> tuple[bytes, str]:
     return b"", f"unknown compression {kind}"
 
 
+def _over_budget(total: int, path: str, ctx: ScanContext) -> bool:
+    """An archive whose members add up to more than the inspection budget is not opened."""
+    if total > ctx.budget:
+        report_issue(ctx, path, "too-large", f"{total} bytes uncompressed")
+        return True
+    return False
+
+
+def _is_bomb(size: int, compressed: int, member_path: str, ctx: ScanContext) -> bool:
+    """A big member whose declared size is far beyond the bytes that hold it is a decompression bomb."""
+    if size > limits.RATIO_MIN_SIZE and size > limits.MAX_COMPRESSION_RATIO * max(compressed, 1):
+        report_issue(ctx, member_path, "too-large", "compression ratio suggests a decompression bomb")
+        return True
+    return False
+
+
+def _scan_content(content: bytes, member_path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> bool:
+    """Scan one member's bytes; False once the inspection budget is exhausted (stop the archive)."""
+    if not ctx.spend(len(content)):
+        report_issue(ctx, member_path, "too-large", "inspection budget exhausted")
+        return False
+    scan_member(content, member_path, ctx, depth + 1)
+    return True
+
+
+def _report_link(member_path: str, target: str, ctx: ScanContext) -> None:
+    report_issue(ctx, member_path, "symlink", f"archive member -> {target}")
+
+
 def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner, *, secondary: bool = False) -> str:
     """Scan every member of a zip archive by content (``secondary``: the data only might be a zip)."""
     try:
@@ -130,9 +160,7 @@ def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             fmt = "npz"
         elif any(n.endswith("data.pkl") for n in names):
             fmt = "pytorch"
-        total = sum(info.file_size for info in infos)
-        if total > ctx.budget:
-            report_issue(ctx, path, "too-large", f"{total} bytes uncompressed")
+        if _over_budget(sum(info.file_size for info in infos), path, ctx):
             return fmt
         for info in infos:
             member_path = f"{path}!{info.filename}"
@@ -141,10 +169,8 @@ def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             if info.flag_bits & 0x1:
                 report_issue(ctx, member_path, "uninspectable", "encrypted zip member")
                 continue
-            if info.file_size > limits.RATIO_MIN_SIZE and info.file_size > limits.MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-                # declared sizes are checked again while reading: a member may not grow past them
-                report_issue(ctx, member_path, "too-large", "compression ratio suggests a zip bomb")
-                continue
+            if _is_bomb(info.file_size, info.compress_size, member_path, ctx):
+                continue  # declared sizes are checked again while reading: a member may not grow past them
             try:
                 with archive.open(info) as member:
                     content = member.read(info.file_size + 1)
@@ -153,10 +179,8 @@ def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, lzma.LZMAError, RuntimeError) as exc:
                 report_issue(ctx, member_path, "unparseable", f"zip member: {short_error(exc)}")
                 continue
-            if not ctx.spend(len(content)):
-                report_issue(ctx, member_path, "too-large", "inspection budget exhausted")
+            if not _scan_content(content, member_path, ctx, depth, scan_member):
                 return fmt
-            scan_member(content, member_path, ctx, depth + 1)
         if fmt == "skops":
             scan_skops_types(data, path, ctx)
     return fmt
@@ -179,3 +203,110 @@ def scan_skops_types(data: bytes, path: str, ctx: ScanContext) -> None:
             report_issue(ctx, path, "untrusted-type", str(type_name))
 
 
+
+
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+
+
+def scan_7z(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> str:
+    """Scan every member of a 7z archive by content (py7zr, in memory; CRCs are checked).
+
+    Encrypted archives and compression methods py7zr cannot decode are ``uninspectable``;
+    links are reported, not followed.
+    """
+    import py7zr
+    from py7zr.exceptions import UnsupportedCompressionMethodError
+    from py7zr.io import BytesIOFactory
+
+    try:
+        with py7zr.SevenZipFile(io.BytesIO(data), mode="r") as archive:
+            if archive.needs_password():
+                report_issue(ctx, path, "uninspectable", "encrypted 7z archive")
+                return "7z"
+            infos = [info for info in archive.list() if not info.is_directory]
+            if _over_budget(sum(info.uncompressed or 0 for info in infos), path, ctx):
+                return "7z"
+            for info in infos:
+                if info.is_symlink:
+                    _report_link(f"{path}!{info.filename}", "?", ctx)
+                elif _is_bomb(info.uncompressed or 0, info.compressed or len(data), f"{path}!{info.filename}", ctx):
+                    return "7z"
+            factory = BytesIOFactory(max((info.uncompressed or 0 for info in infos), default=0) + 1)
+            archive.extractall(factory=factory)
+    except py7zr.PasswordRequired:
+        report_issue(ctx, path, "uninspectable", "encrypted 7z archive")
+        return "7z"
+    except UnsupportedCompressionMethodError as exc:
+        report_issue(ctx, path, "uninspectable", f"7z: {short_error(exc)}")
+        return "7z"
+    except Exception as exc:  # noqa: BLE001 - py7zr raises many kinds on a damaged archive; any of them fails closed
+        report_issue(ctx, path, "unparseable", f"7z: {short_error(exc)}")
+        return "7z"
+    for info in infos:
+        if info.is_symlink:
+            continue
+        member_path = f"{path}!{info.filename}"
+        try:
+            member = factory.get(info.filename)
+        except KeyError:
+            report_issue(ctx, member_path, "unparseable", "7z member was not extracted")
+            continue
+        member.seek(0)
+        content = member.read()
+        if len(content) != (info.uncompressed or 0):
+            report_issue(ctx, member_path, "unparseable", "7z member size differs from the declared size")
+            continue
+        if not _scan_content(content, member_path, ctx, depth, scan_member):
+            break
+    return "7z"
+
+
+def is_tar(data: bytes) -> bool:
+    """A POSIX/GNU tar archive (the ``ustar`` magic of the first header)."""
+    return data[257:262] == b"ustar"
+
+
+#: members of the legacy (pre-zip) PyTorch checkpoint, written with tarfile
+_TORCH_TAR_MEMBERS = frozenset({"pickle", "storages", "tensors"})
+
+
+def scan_tar(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> str:
+    """Scan every member of a tar archive by content.
+
+    Links, devices and FIFOs are reported, not followed; sparse members are checked like bombs.
+    """
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        members = archive.getmembers()
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+        report_issue(ctx, path, "unparseable", f"tar: {short_error(exc)}")
+        return "tar"
+    fmt = "pytorch-tar" if _TORCH_TAR_MEMBERS <= {m.name for m in members} else "tar"
+    with archive:
+        files = [m for m in members if m.isfile()]
+        if _over_budget(sum(m.size for m in files), path, ctx):
+            return fmt
+        for member in members:
+            member_path = f"{path}!{member.name}"
+            if member.isdir():
+                continue
+            if member.issym() or member.islnk():
+                _report_link(member_path, member.linkname, ctx)
+                continue
+            if not member.isfile():
+                report_issue(ctx, member_path, "special-file", "tar member that is not a regular file")
+                continue
+            if _is_bomb(member.size, len(data), member_path, ctx):
+                continue
+            try:
+                handle = archive.extractfile(member)
+                content = handle.read() if handle is not None else b""
+            except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+                report_issue(ctx, member_path, "unparseable", f"tar member: {short_error(exc)}")
+                continue
+            if len(content) != member.size:
+                report_issue(ctx, member_path, "unparseable", "tar member shorter than declared")
+                continue
+            if not _scan_content(content, member_path, ctx, depth, scan_member):
+                return fmt
+    return fmt

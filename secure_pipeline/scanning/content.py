@@ -148,11 +148,30 @@ def scan_blob(data: bytes, path: str, ctx: ScanContext, depth: int) -> str:
         return containers.scan_zip(data, path, ctx, depth, scan_blob)
     if data[:6] == b"\x93NUMPY":
         return scan_npy(data, path, ctx, depth)
+    if data[:6] == containers.SEVEN_ZIP_MAGIC:
+        return containers.scan_7z(data, path, ctx, depth, scan_blob)
+    if containers.is_tar(data):
+        return containers.scan_tar(data, path, ctx, depth, scan_blob)
     fmt = _scan_pickle_family(data, path, ctx, depth)
     if fmt in ("text", "data") and zipfile.is_zipfile(io.BytesIO(data)):
         # a zip with something prepended (zipfile still opens it)
         return containers.scan_zip(data, path, ctx, depth, scan_blob, secondary=True)
+    if fmt in ("text", "data") and _opens_as_tar(data):
+        # an old (v7) tar has no magic; tarfile still opens it when the header checksum is right
+        return containers.scan_tar(data, path, ctx, depth, scan_blob)
     return fmt
+
+
+def _opens_as_tar(data: bytes) -> bool:
+    import tarfile
+
+    if len(data) < 512:
+        return False
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            return archive.next() is not None
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeDecodeError):
+        return False
 
 
 def _scan_pickle_family(data: bytes, path: str, ctx: ScanContext, depth: int) -> str:
