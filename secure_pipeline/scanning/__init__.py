@@ -8,7 +8,9 @@ unpickler closely enough to know which object every ``GLOBAL``/``STACK_GLOBAL``/
 
 Formats are recognised by content, never by file name:
 
-* pickle (``\\x80`` + protocol byte; protocol 0/1 streams are recognised when they parse),
+* pickle (``\\x80`` + protocol byte; a protocol 0/1 stream is recognised when it parses to STOP,
+  or when it parses to the end of the data, imports something and is cut off there: a truncated
+  pickle, unsafe; text breaks off long before its end and stays text),
 * joblib (a pickle whose ``NumpyArrayWrapper`` objects are followed by raw array bytes, which are
   skipped exactly as joblib reads them; object arrays in there are nested pickles and are walked),
   plain or compressed with zlib, gzip, bz2, xz or lzma (lz4 cannot be inspected -> unsafe),
@@ -16,12 +18,17 @@ Formats are recognised by content, never by file name:
   pickle, which is walked),
 * zip archives (``.npz``, ``.skops``, PyTorch-style checkpoints, anything else): every member is
   read in full, so a bad CRC-32 is detected, and scanned by content, recursively,
+* 7z archives (py7zr, in memory) and tar archives (the legacy PyTorch checkpoint layout, v7 tars
+  without magic) the same way; an encrypted 7z or a method py7zr cannot decode is unsafe,
 * ``.skops`` (a zip with ``schema.json``): ``skops.io.get_untrusted_types`` (reads the schema only)
   and every reported type must pass the allowlist below,
 * safetensors, JSON, text and other data that no loader turns into code: clean.
 
 Fail closed: a file that looks like a pickle, archive or compressed stream but cannot be parsed
 completely is unsafe ("unparseable"), and so is anything too large or too deeply nested to inspect.
+Pickle framing counts as parsing: an opcode or argument that crosses a FRAME end, a FRAME opened
+inside another, a frame running past STOP are "malformed pickle framing", because ``pickle.load``
+from a file reads such a stream differently from a linear reader (python/cpython#154848).
 
 The allowlist rule (``is_allowed_global``)
 -----------------------------------------
@@ -44,7 +51,16 @@ renames the unpickler itself applies) is allowed only if one of these holds:
    (``__pyx_unpickle_*``, ``_new_*``, ``_unpickle_*``, ``*_unpickle``, ``_reconstruct``,
    ``_frombuffer``, ``scalar``, ``newObj``, ``__*_ctor``), or a NumPy scalar type / ufunc exported
    from the top-level ``numpy`` module (``numpy.float64``, ``numpy.log1p``), or a SciPy sparse
-   container class (``csr_matrix``, ``coo_array``, ...).
+   container class (``csr_matrix``, ``coo_array``, ...);
+3. it is only kept as a value, never called at load time, and is a pure computation: a
+   scikit-learn function outside the denied modules (``f_classif`` as a score function, the
+   k-means kernels), a NumPy statistic (``numpy.mean`` as a pooling function), an array-API
+   namespace function, or ``functools.partial`` around an allowed function (checked where the
+   partial is created and where ``BUILD`` could swap its function).
+
+Rules 1-2 say what a pickle may call (``may_call_global``); rule 3 widens what it may import.
+A finding names what it is: "can run code when loaded" for imports known to do so (``os``,
+``subprocess``, ``builtins.eval``, ...), "not on the allowlist" for the rest (``builtins.len``).
 
 So functions such as ``numpy.load``, ``numpy.fromfile``, ``pandas.read_pickle``, ``pandas.eval``
 or ``numpy.core._ufunc_reconstruct`` (imports by name) are never allowed.  On top of the import
