@@ -407,6 +407,7 @@ def test_numpy_scipy_pandas_objects_are_clean() -> None:
     objects = {
         "array": np.arange(12.0).reshape(3, 4),
         "structured": np.zeros(2, dtype=[("a", "<i4"), ("b", "<U3")]),
+        "recarray": np.rec.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
         "object_strings": np.array(["a", "b", None], dtype=object),
         "scalar": np.float32(1.5),
         "rng": np.random.default_rng(0),

@@ -304,7 +304,17 @@ def test_tar_variants_are_scanned_or_unsafe() -> None:
     v7[257:265] = b"\x00" * 8
     v7[148:156] = b"%06o\x00 " % (sum(v7[:148]) + 8 * 32 + sum(v7[156:512]))
     _assert_unsafe_os_system(scan_bytes(bytes(v7), "m.bin"), "m.bin!weights.pkl")
-    linked = scan_bytes(_tar_bytes({"a.txt": b"hi"}, links={"weights.pkl": "/etc/passwd"}), "m.tar")
-    assert [(i.path, i.kind) for i in linked.issues] == [("m.tar!weights.pkl", "symlink")]
     truncated = _tar_bytes({"weights.pkl": pickle.dumps(list(range(2000)), protocol=4)})
     assert not scan_bytes(truncated[:1500], "m.tar").clean
+
+
+def test_tar_links_and_paths_that_leave_the_archive_are_unsafe() -> None:
+    inside = scan_bytes(_tar_bytes({"zoneinfo/UTC": b"TZif", "zoneinfo/Etc/UTC": b"TZif"}, links={"zoneinfo/Zulu": "Etc/UTC"}), "tz.tar")
+    assert inside.clean, inside.issues  # a link to another member: that member is scanned itself
+    for links, members, where in [
+        ({"weights.pkl": "/etc/passwd"}, {}, "m.tar!weights.pkl"),
+        ({"model/weights.pkl": "../../home/user/.ssh/id_rsa"}, {}, "m.tar!model/weights.pkl"),
+        ({}, {"../outside.pkl": pickle.dumps([1], protocol=4)}, "m.tar!../outside.pkl"),
+    ]:
+        report = scan_bytes(_tar_bytes({"a.txt": b"hi", **members}, links=links), "m.tar")
+        assert [(i.path, i.kind) for i in report.issues] == [(where, "unsafe-path")], report.issues

@@ -5,9 +5,11 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
+import posixpath
 import tarfile
 import zipfile
 import zlib
+from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from secure_pipeline.scanning import limits
@@ -138,10 +140,6 @@ def _scan_content(content: bytes, member_path: str, ctx: ScanContext, depth: int
     return True
 
 
-def _report_link(member_path: str, target: str, ctx: ScanContext) -> None:
-    report_issue(ctx, member_path, "symlink", f"archive member -> {target}")
-
-
 def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner, *, secondary: bool = False) -> str:
     """Scan every member of a zip archive by content (``secondary``: the data only might be a zip)."""
     try:
@@ -228,7 +226,7 @@ def scan_7z(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: M
                 return "7z"
             for info in infos:
                 if info.is_symlink:
-                    _report_link(f"{path}!{info.filename}", "?", ctx)
+                    report_issue(ctx, f"{path}!{info.filename}", "symlink", "7z member that is a link")
                 elif _is_bomb(info.uncompressed or 0, info.compressed or len(data), f"{path}!{info.filename}", ctx):
                     return "7z"
             factory = BytesIOFactory(max((info.uncompressed or 0 for info in infos), default=0) + 1)
@@ -270,10 +268,24 @@ def is_tar(data: bytes) -> bool:
 _TORCH_TAR_MEMBERS = frozenset({"pickle", "storages", "tensors"})
 
 
+def _leaves_archive(member: tarfile.TarInfo) -> str:
+    """Why extracting ``member`` would write or link outside the destination folder ('' if it would not)."""
+    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+        return f"member path {member.name}"
+    if member.issym() or member.islnk():
+        base = posixpath.dirname(member.name) if member.issym() else ""
+        target = posixpath.normpath(posixpath.join(base, member.linkname))
+        if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+            return f"link -> {member.linkname}"
+    return ""
+
+
 def scan_tar(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> str:
     """Scan every member of a tar archive by content.
 
-    Links, devices and FIFOs are reported, not followed; sparse members are checked like bombs.
+    Members or links that would land outside the extraction folder (absolute paths, ``..``),
+    devices and FIFOs are reported; links inside the archive are not followed (their targets are
+    members, scanned themselves); sparse members are checked like bombs.
     """
     try:
         archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
@@ -290,9 +302,12 @@ def scan_tar(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             member_path = f"{path}!{member.name}"
             if member.isdir():
                 continue
-            if member.issym() or member.islnk():
-                _report_link(member_path, member.linkname, ctx)
+            escape = _leaves_archive(member)
+            if escape:
+                report_issue(ctx, member_path, "unsafe-path", escape)
                 continue
+            if member.issym() or member.islnk():
+                continue  # a link to another member, which is scanned itself
             if not member.isfile():
                 report_issue(ctx, member_path, "special-file", "tar member that is not a regular file")
                 continue

@@ -116,6 +116,7 @@ def _issue_message(path: str, kind: str, detail: str) -> str:
         "too-large": "{p}: too large or too deeply nested to inspect ({d}); treated as unsafe",
         "uninspectable": "{p}: cannot be inspected ({d}); treated as unsafe",
         "symlink": "{p}: is a symbolic link ({d}); not followed, treated as unsafe",
+        "unsafe-path": "{p}: would be extracted outside the archive's folder ({d}); treated as unsafe",
         "special-file": "{p}: is not a regular file ({d}); treated as unsafe",
         "unreadable": "{p}: cannot be read ({d}); treated as unsafe",
     }
