@@ -517,6 +517,13 @@ def test_missing_path_is_bad_input(tmp_path: Path) -> None:
         ("copyreg", "_reconstructor"),
         ("_codecs", "encode"),
         ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("numpy.rec", "recarray"),
+        # functions kept as values by fitted estimators
+        ("sklearn.feature_selection._univariate_selection", "f_classif"),
+        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"),
+        ("numpy", "mean"),
+        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),
+        ("functools", "partial"),
     ],
 )
 def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: str) -> None:
@@ -555,6 +562,9 @@ def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: st
         ("scipy.io", "netcdf_file"),
         ("scipy.io._fortran", "FortranFile"),
         ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+        ("sklearn.tree._export", "export_graphviz"),
+        ("sklearn.datasets._svmlight_format_io", "dump_svmlight_file"),
+        ("numpy", "save"),
         ("numpy", "ndarray.tofile"),
         ("numpy ", "dtype"),
     ],

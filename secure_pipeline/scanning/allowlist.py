@@ -195,6 +195,8 @@ _NUMPY_STATISTICS = frozenset(
     }
 )  # fmt: skip
 _FUNCTION_NAME = re.compile(r"^_?[a-z][a-z0-9_]*$")
+#: scikit-learn functions that write or read files (``export_graphviz(out_file=...)``) are not values
+_IO_FUNCTION_NAME = re.compile(r"^_?(export|dump|load|save|fetch|read|write|open)")
 
 #: Imports that are known to run code, touch files or processes when called (for the wording of a finding).
 _DANGEROUS_MODULES = frozenset(
@@ -214,7 +216,7 @@ _DANGEROUS_NAMES = frozenset(
         "builtins.exit", "builtins.quit", "operator.attrgetter", "operator.itemgetter", "operator.methodcaller",
         "_operator.attrgetter", "_operator.itemgetter", "_operator.methodcaller", "types.CodeType",
         "types.FunctionType", "numpy.load", "numpy.fromfile", "numpy.loadtxt", "numpy.genfromtxt", "numpy.save",
-        "numpy.savez", "numpy.savetxt", "numpy.memmap", "pandas.read_pickle", "pandas.eval", "functools.partial",
+        "numpy.savez", "numpy.savetxt", "numpy.memmap", "pandas.read_pickle", "pandas.eval",
     }
 )  # fmt: skip
 
@@ -230,8 +232,8 @@ def is_allowed_global(module: str, name: str) -> bool:
     """Whether a pickle (or a ``.skops`` file) may import ``module.name``: a global it may also call
     (:func:`may_call_global`), or a pure computation kept as a value, not called at load time.
 
-    The values are scikit-learn functions outside the denied modules (score functions such as
-    ``f_classif``, the k-means kernels), NumPy ufuncs and statistics (``numpy.mean`` as a pooling
+    The values are scikit-learn functions outside the denied modules that do no I/O by name
+    (score functions such as ``f_classif``, the k-means kernels; not ``export_graphviz``), NumPy ufuncs and statistics (``numpy.mean`` as a pooling
     function), array-API namespace functions, and ``functools.partial``, which the pickle walk
     accepts only around an allowed function.
     """
@@ -246,7 +248,7 @@ def is_allowed_global(module: str, name: str) -> bool:
         return name in _NUMPY_STATISTICS
     if parts[0] in ("sklearn", "scipy") and "array_api_compat" in parts:
         return True
-    return parts[0] == "sklearn" and not any(part in _DENIED_MODULE_PARTS for part in parts[1:])
+    return parts[0] == "sklearn" and not _IO_FUNCTION_NAME.match(name) and not any(part in _DENIED_MODULE_PARTS for part in parts[1:])
 
 
 def may_call_global(module: str, name: str) -> bool:
