@@ -115,6 +115,22 @@ def test_truncated_protocol0_pickle_is_unsafe(name: str) -> None:
     assert any(i.kind == "unparseable" for i in report.issues), report.issues
 
 
+# Streams that change an imported object and then break: the unpickler has already made the
+# change when it reaches the byte it rejects, so a stream that is "not a complete pickle" is not text.
+MUTATE_THEN_BREAK = {
+    "os.environ SETITEM": (b"cos\nenviron\nS'LD_PRELOAD'\nS'/tmp/evil.so'\nsZ", "os.environ (SETITEM)"),
+    "sys.path APPEND": (b"csys\npath\nS'/tmp/evil'\naZ", "sys.path (APPEND)"),
+    "class attribute BUILD": (b"csklearn.base\nBaseEstimator\n(N}S'__repr__'\ncos\nsystem\nstbZ", "sklearn.base.BaseEstimator (BUILD)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATE_THEN_BREAK))
+def test_a_mutation_before_a_bad_opcode_is_unsafe(name: str) -> None:
+    data, detail = MUTATE_THEN_BREAK[name]
+    report = scan_bytes(data, "model.txt")
+    assert ("unsafe-mutation", detail) in {(i.kind, i.detail) for i in report.issues}, report.issues
+
+
 _MLMODEL = (
     "artifact_path: model\nflavors:\n  python_function:\n    env:\n      conda: conda.yaml\n"
     "    loader_module: mlflow.sklearn\n    model_path: model.skops\n    predict_fn: predict\n"

@@ -14,20 +14,26 @@ from secure_pipeline.scanning.report import ScanContext, ScanFile, ScanReport, r
 from secure_pipeline.scanning.second_opinion import second_opinion
 
 
+#: What the unpickler has already done when it rejects a later byte: imported, and changed imported objects.
+_DONE_BEFORE_FAILING = frozenset({"unsafe-import", "unsafe-mutation"})
+
+
 def report_events(
-    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, called_only: bool = False, imports_only: bool = False
+    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, called_only: bool = False,
+    kinds: frozenset[str] | None = None,
 ) -> None:
     """Report walk events; the filters are for interpretations of bytes that may not be a pickle.
 
-    ``importable_only`` drops imports whose module or name is not an identifier: the unpickler
-    fails on them before anything runs (a CSV header read as a GLOBAL line, say).
+    ``importable_only`` drops events whose import could not succeed (module or name is not an
+    identifier): the unpickler fails on them before anything runs (a CSV header read as a GLOBAL
+    line, say). ``kinds`` keeps only those kinds of event.
     """
     for event in events:
         if called_only and not event.called:
             continue
-        if imports_only and event.kind != "unsafe-import":
+        if kinds is not None and event.kind not in kinds:
             continue
-        if importable_only and event.kind == "unsafe-import" and not event.plausible:
+        if importable_only and not event.plausible:
             continue
         report_issue(ctx, path, event.kind, event.detail)
 
@@ -41,7 +47,8 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
     opcodes, at least one of them imports a module attribute, and the data ends inside the
     pickle (a truncated stream, an argument whose length runs past the end).  Text files break
     off much earlier (an opcode the unpickler rejects, an empty stack), so they are not pickles;
-    for those, only imports the unpickler would call before it gives up are reported.
+    for those, only what the unpickler would do before it gives up is reported: the imports it
+    calls and the imported objects it changes (``SETITEM`` on ``os.environ``, say).
     """
     result = PickleWalker(data, start, joblib=joblib).run()
     if strict or result.completed or (result.truncated and result.imports):
@@ -50,12 +57,12 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
             report_issue(ctx, path, "unparseable", f"pickle: {result.error}")
         second_opinion(data, start, result, path, ctx)
     else:
-        report_events(ctx, path, result.events, importable_only=True, called_only=True, imports_only=True)
+        report_events(ctx, path, result.events, importable_only=True, called_only=True, kinds=_DONE_BEFORE_FAILING)
     if result.joblib_skipped:
         # A plain pickle.load of the same bytes would execute the array bytes as opcodes:
         # whatever that interpretation reaches before it breaks must be safe too.
         plain = PickleWalker(data, start, joblib=False).run()
-        report_events(ctx, path, plain.events, importable_only=True, imports_only=True)
+        report_events(ctx, path, plain.events, importable_only=True, kinds=frozenset({"unsafe-import"}))
     return result
 
 
