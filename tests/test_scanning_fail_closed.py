@@ -207,6 +207,24 @@ def test_scan_model_names_the_path_it_was_given(capsys: pytest.CaptureFixture[st
     assert "/dev/null: is not a regular file" in err
 
 
+def test_a_zip_end_record_whose_directory_cannot_be_read_is_unsafe() -> None:
+    # zipfile.is_zipfile finds the end record after the prefix, but the central directory is damaged:
+    # the member (a stored pickle that calls os.system) was never read, so the file is not clean
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(_Evil(), protocol=2))
+    raw = bytearray(buf.getvalue())
+    entry = raw.rfind(b"PK\x01\x02")
+    raw[entry + 1] = ord("X")
+    data = b"\xffprefix\n" + bytes(raw)
+    assert zipfile.is_zipfile(io.BytesIO(data))
+    report = scan_bytes(data, "m.bin")
+    assert ("m.bin", "unparseable") in {(i.path, i.kind) for i in report.issues}, report.issues
+
+
 # --------------------------------------------------------------------------------------------
 # 7z archives and tar (the legacy PyTorch checkpoint layout)
 # --------------------------------------------------------------------------------------------

@@ -140,13 +140,12 @@ def _scan_content(content: bytes, member_path: str, ctx: ScanContext, depth: int
     return True
 
 
-def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner, *, secondary: bool = False) -> str:
-    """Scan every member of a zip archive by content (``secondary``: the data only might be a zip)."""
+def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> str:
+    """Scan every member of a zip archive by content; a zip whose directory cannot be read is unparseable."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        if not secondary:
-            report_issue(ctx, path, "unparseable", f"zip: {short_error(exc)}")
+        report_issue(ctx, path, "unparseable", f"zip: {short_error(exc)}")
         return "zip"
     fmt = "zip"
     with archive:

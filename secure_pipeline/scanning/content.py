@@ -161,8 +161,8 @@ def scan_blob(data: bytes, path: str, ctx: ScanContext, depth: int) -> str:
         return containers.scan_tar(data, path, ctx, depth, scan_blob)
     fmt = _scan_pickle_family(data, path, ctx, depth)
     if fmt in ("text", "data") and zipfile.is_zipfile(io.BytesIO(data)):
-        # a zip with something prepended (zipfile still opens it)
-        return containers.scan_zip(data, path, ctx, depth, scan_blob, secondary=True)
+        # a zip with something prepended (zipfile finds its end record)
+        return containers.scan_zip(data, path, ctx, depth, scan_blob)
     if fmt in ("text", "data") and _opens_as_tar(data):
         # an old (v7) tar has no magic; tarfile still opens it when the header checksum is right
         return containers.scan_tar(data, path, ctx, depth, scan_blob)
