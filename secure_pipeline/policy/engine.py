@@ -6,7 +6,8 @@ raises; nothing is printed, as the interpreter's log level is off) and then chec
 each `a.b` prefix of a rule head such as `a.b.deny`), for `[data.<doc>.deny]` with a default of
 `[]`: an empty list means undefined, anything else is the value itself, whatever its type. The
 value must be a set or array of messages or rule objects; anything else is bad input naming the
-file and rule. Undefined is "not defined" only when no module defines that rule.
+file and rule. Undefined is "not defined" only when no module defines that rule. A deny or warn
+whose path holds a key computed at evaluation time (`a[x].deny`) cannot be queried and is refused.
 
 The compiled bundle is cached per policy digest; evaluations of one compiled policy are serialized
 by its lock (set_input and the query share the interpreter), so concurrent callers each get the
@@ -148,6 +149,10 @@ def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict
             raise BadInputError(f"{path}: package '{outline.package}' is reserved for the generated decision module; rename it")
         documents.setdefault(outline.package, Document(outline.package, pack.name, pack.root))
         for head in outline.rules:
+            hidden = [name for name in head.computed if name in RULE_NAMES]
+            if hidden and not any(segment in RULE_NAMES for segment in head.segments):
+                raise BadInputError(f"{path}:{head.line}: `{hidden[0]}` follows a key computed at evaluation time, so its path is not "
+                                    f"known and it cannot be queried; give it a static path (`{'.'.join(head.segments)}.<name>.{hidden[0]}`)")
             for position, segment in enumerate(head.segments):
                 if segment in (*RULE_NAMES, "rules"):
                     if head.function and segment in RULE_NAMES:
