@@ -225,6 +225,20 @@ def test_a_zip_end_record_whose_directory_cannot_be_read_is_unsafe() -> None:
     assert ("m.bin", "unparseable") in {(i.path, i.kind) for i in report.issues}, report.issues
 
 
+def test_a_zip_directory_entry_with_content_is_scanned() -> None:
+    # a name ending in "/" marks a directory, but the entry still holds bytes that zipfile.read returns
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("archive/", b"")
+        archive.writestr("archive/data.pkl/", pickle.dumps(_Evil(), protocol=2))
+    report = scan_bytes(buf.getvalue(), "m.zip")
+    assert ("m.zip!archive/data.pkl/", "os.system") in {(i.path, i.detail) for i in report.issues}, report.issues
+    assert not any(i.path == "m.zip!archive/" for i in report.issues)
+
+
 # --------------------------------------------------------------------------------------------
 # 7z archives and tar (the legacy PyTorch checkpoint layout)
 # --------------------------------------------------------------------------------------------

@@ -161,8 +161,8 @@ def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             return fmt
         for info in infos:
             member_path = f"{path}!{info.filename}"
-            if info.is_dir():
-                continue
+            if info.is_dir() and info.file_size == 0:
+                continue  # a directory entry that holds bytes is read like a file by zipfile: scanned
             if info.flag_bits & 0x1:
                 report_issue(ctx, member_path, "uninspectable", "encrypted zip member")
                 continue
