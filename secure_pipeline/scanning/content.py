@@ -190,25 +190,9 @@ def _scan_pickle_family(data: bytes, path: str, ctx: ScanContext, depth: int) ->
         return _scan_pickle_stream(data, path, ctx, depth, strict=True) or "pickle"
     kind = containers.compression_kind(data)
     if kind is not None:
-        inner, error = containers.decompress(kind, data, max(ctx.budget, 0))
-        text_fallback = kind in ("zlib", "bz2", "joblib-zfile", "lzma") and not inner and looks_like_text(data)
-        if error and text_fallback:
-            pass  # e.g. a text file that happens to start with "x^": not compressed at all
-        else:
-            if error == "too-large":
-                report_issue(ctx, path, "too-large", f"{kind} stream decompresses beyond the inspection budget")
-            elif error == "lz4 is not installed":
-                report_issue(ctx, path, "uninspectable", "lz4-compressed and the lz4 package is not installed")
-            elif error:
-                report_issue(ctx, path, "unparseable", f"{kind}: {error}")
-            if inner:
-                ctx.spend(len(inner))
-                if depth + 1 > limits.MAX_NESTING:
-                    report_issue(ctx, path, "too-large", f"nested more than {limits.MAX_NESTING} containers deep")
-                else:
-                    inner_fmt = scan_blob(inner, path, ctx, depth + 1)
-                    return f"{kind}+{inner_fmt}"
-            return kind
+        fmt = _scan_compressed(kind, data, path, ctx, depth)
+        if fmt is not None:
+            return fmt
     # maybe a protocol 0/1 pickle (these start with ordinary characters)
     issues_before = len(ctx.issues)
     fmt = _scan_pickle_stream(data, path, ctx, depth, strict=False)
@@ -219,6 +203,27 @@ def _scan_pickle_family(data: bytes, path: str, ctx: ScanContext, depth: int) ->
     if looks_like_text(data):
         return "json" if data.lstrip()[:1] in (b"{", b"[") and _is_json(data) else "text"
     return "data"
+
+
+def _scan_compressed(kind: str, data: bytes, path: str, ctx: ScanContext, depth: int) -> str | None:
+    """Decompress and scan what comes out; None when the data only starts like a compressed stream
+    (a text file that happens to start with "x^" is not zlib)."""
+    inner, error = containers.decompress(kind, data, max(ctx.budget, 0))
+    if error and not inner and kind in ("zlib", "bz2", "joblib-zfile", "lzma") and looks_like_text(data):
+        return None
+    if error == "too-large":
+        report_issue(ctx, path, "too-large", f"{kind} stream decompresses beyond the inspection budget")
+    elif error == "lz4 is not installed":
+        report_issue(ctx, path, "uninspectable", "lz4-compressed and the lz4 package is not installed")
+    elif error:
+        report_issue(ctx, path, "unparseable", f"{kind}: {error}")
+    if not inner:
+        return kind
+    ctx.spend(len(inner))
+    if depth + 1 > limits.MAX_NESTING:
+        report_issue(ctx, path, "too-large", f"nested more than {limits.MAX_NESTING} containers deep")
+        return kind
+    return f"{kind}+{scan_blob(inner, path, ctx, depth + 1)}"
 
 
 def _is_json(data: bytes) -> bool:
