@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.policy.lint import Outline, check_v1
+from secure_pipeline.policy.lint import Outline, RuleHead, check_v1
 from secure_pipeline.policy.packs import CACHE_LIMIT, Pack
 
 RULE_NAMES = ("deny", "warn")
@@ -142,6 +142,23 @@ def _decision_module(documents: list[Document]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _add_head(pack: Pack, path: Path, package: str, head: RuleHead, documents: dict[str, Document]) -> None:
+    """Record where a rule head defines deny, warn or rules (the first such segment names the document)."""
+    hidden = [name for name in head.computed if name in RULE_NAMES]
+    if hidden and not any(segment in RULE_NAMES for segment in head.segments):
+        raise BadInputError(f"{path}:{head.line}: `{hidden[0]}` follows a key computed at evaluation time, so its path is not "
+                            f"known and it cannot be queried; give it a static path (`{'.'.join(head.segments)}.<name>.{hidden[0]}`)")
+    position = next((i for i, segment in enumerate(head.segments) if segment in (*RULE_NAMES, "rules")), None)
+    if position is None:
+        return
+    segment = head.segments[position]
+    if head.function and segment in RULE_NAMES:
+        raise BadInputError(f"{path}:{head.line}: `{segment}` is a function here, not a set of messages; write `{segment} contains msg if {{...}}`")
+    name = _document(package, head.segments[:position])
+    document = documents.setdefault(name, Document(name, pack.name, pack.root))
+    document.defined.setdefault(segment, (path, head.line))
+
+
 def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict[str, Document]) -> None:
     """Add the pack's documents: every package, and every prefix under which a rule head names deny/warn/rules."""
     for path, outline in outlines:
@@ -149,19 +166,7 @@ def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict
             raise BadInputError(f"{path}: package '{outline.package}' is reserved for the generated decision module; rename it")
         documents.setdefault(outline.package, Document(outline.package, pack.name, pack.root))
         for head in outline.rules:
-            hidden = [name for name in head.computed if name in RULE_NAMES]
-            if hidden and not any(segment in RULE_NAMES for segment in head.segments):
-                raise BadInputError(f"{path}:{head.line}: `{hidden[0]}` follows a key computed at evaluation time, so its path is not "
-                                    f"known and it cannot be queried; give it a static path (`{'.'.join(head.segments)}.<name>.{hidden[0]}`)")
-            for position, segment in enumerate(head.segments):
-                if segment in (*RULE_NAMES, "rules"):
-                    if head.function and segment in RULE_NAMES:
-                        raise BadInputError(f"{path}:{head.line}: `{segment}` is a function here, not a set of messages; "
-                                            f"write `{segment} contains msg if {{...}}`")
-                    name = _document(outline.package, head.segments[:position])
-                    document = documents.setdefault(name, Document(name, pack.name, pack.root))
-                    document.defined.setdefault(segment, (path, head.line))
-                    break
+            _add_head(pack, path, outline.package, head, documents)
     if not any(d.defined.get(rule) for d in documents.values() if d.pack == pack.name for rule in RULE_NAMES):
         raise BadInputError(
             f"{pack.root}: pack '{pack.name}' defines no deny or warn rule in any package, so it can never say no; "
