@@ -6,6 +6,7 @@ parsed with a tokenizer that follows rego-cpp's own lexer (strings, raw strings,
 keywords), splits it into statements at bracket depth 0, and refuses, naming file and line:
 
 - a rule body `{` that no `if` introduces (v0 rules, v0 partial sets, `else {`, extra bodies);
+- a `;` between rules (it separates the expressions of a body only),
 - a rule or an assignment named `input` or `data`, `rego.v1` together with `future.keywords`,
   calls of the built-ins removed in v1 (`any`, `all`, `re_match`, `set_diff`,
   `net.cidr_overlap`, `cast_*`);
@@ -111,6 +112,8 @@ def _statements(path: Path, stream: list[Token]) -> list[list[Token]]:
             statements.append(current)
             current = []
             continue
+        if token.kind == "op" and token.text == ";" and not closing:
+            raise BadInputError(f"{path}:{token.line}: `;` outside a rule body; put each rule on its own line (Rego v1)")
         if token.kind == "op" and token.text in _OPEN:
             closing.append(_OPEN[token.text])
         elif token.kind == "op" and token.text in _OPEN.values():
