@@ -567,6 +567,10 @@ def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: st
         ("numpy", "save"),
         ("numpy", "ndarray.tofile"),
         ("numpy ", "dtype"),
+        # a trailing newline must not slip past the name checks (`$` matches before it)
+        ("sklearn.io\n", "Reader"),
+        ("sklearn.base", "BaseEstimator\n"),
+        ("sklearn.metrics\n", "f_classif"),
     ],
 )
 def test_allowlist_rejects_dangerous_callables(module: str, name: str) -> None:
