@@ -10,7 +10,7 @@ import zipfile
 
 from secure_pipeline.scanning import containers, limits
 from secure_pipeline.scanning.pickle_vm import Event, PickleWalker, WalkResult
-from secure_pipeline.scanning.report import ScanContext, ScanFile, ScanReport, report_issue, short_error
+from secure_pipeline.scanning.report import ScanContext, ScanReport, report_issue, short_error
 from secure_pipeline.scanning.second_opinion import second_opinion
 
 
@@ -240,7 +240,6 @@ def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanReport:
     """Scan an in-memory byte string as if it were a file called ``name``."""
     ctx = ScanContext()
     fmt = scan_blob(data, name, ctx, 0)
-    status = "unsafe" if ctx.issues else "clean"
-    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ScanFile(name, fmt, status),), second_opinions=ctx.second_opinions)
+    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ctx.file(name, fmt),), second_opinions=ctx.second_opinions)
 
 
