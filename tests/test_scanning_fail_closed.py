@@ -124,6 +124,22 @@ MUTATE_THEN_BREAK = {
 }
 
 
+# Importing is already running code: find_class imports the module before it looks up the name,
+# and some modules act on import (`unittest.__main__` runs test discovery in the working folder,
+# `venv.__main__` creates an environment and exits). The bad byte after it comes too late.
+IMPORT_THEN_BREAK = {
+    "unittest.__main__": (b"cunittest.__main__\nmain\nZ", "unittest.__main__.main"),
+    "venv.__main__": (b"cvenv.__main__\nmain\n\xff", "venv.__main__.main"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPORT_THEN_BREAK))
+def test_an_import_before_a_bad_opcode_is_unsafe(name: str) -> None:
+    data, detail = IMPORT_THEN_BREAK[name]
+    report = scan_bytes(data, "model.txt")
+    assert ("unsafe-import", detail) in {(i.kind, i.detail) for i in report.issues}, report.issues
+
+
 @pytest.mark.parametrize("name", sorted(MUTATE_THEN_BREAK))
 def test_a_mutation_before_a_bad_opcode_is_unsafe(name: str) -> None:
     data, detail = MUTATE_THEN_BREAK[name]

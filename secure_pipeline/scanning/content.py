@@ -14,13 +14,20 @@ from secure_pipeline.scanning.report import ScanContext, ScanReport, report_issu
 from secure_pipeline.scanning.second_opinion import second_opinion
 
 
-#: What the unpickler has already done when it rejects a later byte: imported, and changed imported objects.
+#: What the unpickler has already done when it rejects a later byte: imports and changes of imported objects.
 _DONE_BEFORE_FAILING = frozenset({"unsafe-import", "unsafe-mutation"})
 
 
+def _done_before_failing(event: Event) -> bool:
+    """Whether the unpickler has acted on ``event`` even if it fails right after: a call, a change of an
+    imported object, or the import of a package's ``__main__`` module, which runs that program as it is
+    imported (``unittest.__main__`` runs test discovery, ``venv.__main__`` builds an environment)."""
+    script = event.kind == "unsafe-import" and event.detail.rpartition(".")[0].endswith(".__main__")
+    return event.called or script
+
+
 def report_events(
-    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, called_only: bool = False,
-    kinds: frozenset[str] | None = None,
+    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, kinds: frozenset[str] | None = None
 ) -> None:
     """Report walk events; the filters are for interpretations of bytes that may not be a pickle.
 
@@ -29,8 +36,6 @@ def report_events(
     line, say). ``kinds`` keeps only those kinds of event.
     """
     for event in events:
-        if called_only and not event.called:
-            continue
         if kinds is not None and event.kind not in kinds:
             continue
         if importable_only and not event.plausible:
@@ -48,7 +53,9 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
     pickle (a truncated stream, an argument whose length runs past the end).  Text files break
     off much earlier (an opcode the unpickler rejects, an empty stack), so they are not pickles;
     for those, only what the unpickler would do before it gives up is reported: the imports it
-    calls and the imported objects it changes (``SETITEM`` on ``os.environ``, say).
+    calls, the ``__main__`` modules it imports, and the imported objects it changes (``SETITEM``
+    on ``os.environ``, say). Other imports without a call are not reported there: a text file whose
+    first lines read like a GLOBAL (``certifi`` / ``numpy`` in a requirements file) stays text.
     """
     result = PickleWalker(data, start, joblib=joblib).run()
     if strict or result.completed or (result.truncated and result.imports):
@@ -57,7 +64,8 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
             report_issue(ctx, path, "unparseable", f"pickle: {result.error}")
         second_opinion(data, start, result, path, ctx)
     else:
-        report_events(ctx, path, result.events, importable_only=True, called_only=True, kinds=_DONE_BEFORE_FAILING)
+        done = [event for event in result.events if _done_before_failing(event)]
+        report_events(ctx, path, done, importable_only=True, kinds=_DONE_BEFORE_FAILING)
     if result.joblib_skipped:
         # A plain pickle.load of the same bytes would execute the array bytes as opcodes:
         # whatever that interpretation reaches before it breaks must be safe too.
