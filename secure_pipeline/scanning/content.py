@@ -70,7 +70,7 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
         # A plain pickle.load of the same bytes would execute the array bytes as opcodes:
         # whatever that interpretation reaches before it breaks must be safe too.
         plain = PickleWalker(data, start, joblib=False).run()
-        report_events(ctx, path, plain.events, importable_only=True, kinds=frozenset({"unsafe-import"}))
+        report_events(ctx, path, plain.events, importable_only=True, kinds=_DONE_BEFORE_FAILING)
     return result
 
 
