@@ -62,7 +62,7 @@ class Compiled:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def read_text(path: Path) -> str:
+def _read_text(path: Path) -> str:
     """A policy file's text; a file that cannot be read or is not UTF-8 is bad input naming it."""
     try:
         return path.read_text(encoding="utf-8")
@@ -86,7 +86,7 @@ def load_data(pack: Pack, sources: dict[str, str]) -> dict[str, Any]:
         )
     for path in pack.data:
         try:
-            loaded = json.loads(read_text(path))
+            loaded = json.loads(_read_text(path))
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{path}:{exc.lineno}: invalid JSON in policy data ({exc.msg})") from exc
         if not isinstance(loaded, dict):
@@ -95,7 +95,7 @@ def load_data(pack: Pack, sources: dict[str, str]) -> dict[str, Any]:
             from jsonschema import Draft202012Validator
 
             try:
-                schema = json.loads(read_text(pack.schema))
+                schema = json.loads(_read_text(pack.schema))
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"{pack.schema}:{exc.lineno}: invalid JSON Schema ({exc.msg})") from exc
             errors = sorted(Draft202012Validator(schema).iter_errors(loaded), key=lambda e: list(e.absolute_path))
@@ -196,7 +196,7 @@ def compile_packs(directory: Path, packs: list[Pack]) -> Compiled:
         sources: dict[str, str] = {}
         outlines: list[tuple[Path, Outline]] = []
         for path in pack.rego:
-            source = read_text(path)
+            source = _read_text(path)
             name = str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
             try:
                 interpreter.add_module(name, source)
