@@ -82,7 +82,8 @@ def _initialise_sqlite(uri: str) -> None:
 
     Two processes opening a fresh `mlflow.db` at once race in MLflow's schema migration
     (`CommandError: Online migration expected to match one row`); the lock makes the second wait
-    until the first has created the tables. MLflow caches the store per URI, so this runs once.
+    until the first has created the tables. Later calls only open the store MLflow has cached for
+    the URI (the lock is taken each time, the migration happens once).
     """
     import fcntl
 
