@@ -301,3 +301,37 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
     with infrastructure_errors(f"reading the metrics of run {run_id}"):
         return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+
+
+def registered_aliases() -> dict[str, dict[str, str]]:
+    """Every registered model of the registry and its aliases (alias -> version), all pages."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found: dict[str, dict[str, str]] = {}
+    token = None
+    with infrastructure_errors("listing the registered models"):
+        while True:
+            page = client.search_registered_models(max_results=200, page_token=token)
+            for model in page:
+                found[model.name] = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            token = page.token
+            if not token:
+                return found
+
+
+def version_numbers(name: str) -> list[str]:
+    """Every version of a registered model, newest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    numbers: list[int] = []
+    token = None
+    escaped = name.replace("'", "\\'")
+    with infrastructure_errors(f"listing the versions of {name}"):
+        while True:
+            page = client.search_model_versions(f"name='{escaped}'", max_results=200, page_token=token)
+            numbers += [int(v.version) for v in page]
+            token = page.token
+            if not token:
+                return [str(n) for n in sorted(set(numbers), reverse=True)]
