@@ -239,6 +239,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import serve
+
+    def ready(verified: Any, url: str) -> None:
+        _say(f"VERIFIED: {args.model_uri} (version {verified.version}, digest {verified.digest}): signature, attestation, scan and trusted types")
+        _say(f"serving on {url} (GET /ping, POST /invocations); stop with SIGTERM or Ctrl-C")
+
+    serve.serve(args.model_uri, _cli_trust(args), host=args.host, port=args.port, tracking_uri=_optional(args.tracking_uri), on_ready=ready)
+    return 0
+
+
 def _check_report_target(args: argparse.Namespace) -> None:
     """`--format` without `--output` writes to standard output, which `--json -` may already use."""
     if args.format and not args.output and args.json == "-":
@@ -371,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(aud)
     report_options(aud, "the audit", "alias or version")
     aud.set_defaults(handler=cmd_audit)
+
+    srv = commands.add_parser("serve", help="verify, scan and audit a registry model, then serve it with MLflow's scoring server",
+                              description="Check MODEL_URI as load_verified does (signature, attestation, tags, scan, trusted types), then serve "
+                                          "the verified copy with MLflow's scoring server (GET /ping, POST /invocations). Any failed check: "
+                                          "exit 1 before listening.")
+    srv.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    trust_options(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    srv.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    srv.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -1,11 +1,18 @@
-"""`secure-pipeline audit` against a real sqlite MLflow registry: one good alias and two tampered
-ones (a denied run's model registered by hand with a forged decision tag, and a signed model whose
-files were edited in the artifact store afterwards) must exit 1 naming exactly the two."""
+"""After promotion, against a real sqlite MLflow registry with one good alias and two tampered ones
+(a denied run's model registered by hand with a forged decision tag, and a signed model whose files
+were edited in the artifact store afterwards): `audit` exits 1 naming exactly the two; `serve`
+refuses both and serves the good one with MLflow's scoring server."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -13,7 +20,7 @@ import pytest
 
 from secure_pipeline import signing
 
-from conftest import KeyPair, register_forged, release_model, run_main, sqlite_registry
+from conftest import KeyPair, free_port, register_forged, release_model, run_main, sqlite_registry
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, keys: KeyPair):
         edited = release_model("churn", signer, "allow", 3, workdir / "w3")
         model_file = next(workdir.glob(f"mlruns/*/models/{edited['uri'].split('/')[-1]}/artifacts/model.skops"))
         model_file.write_bytes(model_file.read_bytes() + b"\0")
-        yield {"uri": uri, "good": good, "forged": forged, "edited": edited}
+        yield {"dir": workdir, "uri": uri, "good": good, "forged": forged, "edited": edited}
 
 
 def test_audit_names_exactly_the_two_tampered_aliases(registry: dict, keys: KeyPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,8 +87,51 @@ def test_audit_passes_a_clean_selection_and_fails_with_the_wrong_key(registry: d
 
 
 def test_audit_of_an_unreachable_registry_is_an_infrastructure_failure(keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, _, err = run_main(capsys, "audit", "--public-key", str(keys.public), "--tracking-uri", f"http://127.0.0.1:{port}")
+    code, _, err = run_main(capsys, "audit", "--public-key", str(keys.public), "--tracking-uri", f"http://127.0.0.1:{free_port()}")
     assert code == 3 and "unreachable" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("alias", "needle"), [("models:/churn@champion", "files do not match the signature"),
+                                               ("models:/fraud@hijacked", "decision is 'deny'")])
+def test_serve_refuses_a_tampered_model_before_listening(alias: str, needle: str, registry: dict, keys: KeyPair,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    code, _, err = run_main(capsys, "serve", alias, "--public-key", str(keys.public), "--port", str(port))
+    assert code == 1 and needle in err and "serving on" not in err
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_serve_answers_predictions_with_the_verified_model(registry: dict, keys: KeyPair, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "secure_pipeline", "serve", "models:/fraud@champion", "--public-key", str(keys.public),
+                                "--port", str(port)], cwd=registry["dir"], env={**os.environ, "MLFLOW_TRACKING_URI": registry["uri"]},
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as ping:
+                    assert ping.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(0.5)
+        rows = np.random.default_rng(7).normal(size=(6, 3))
+        body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c"], "data": rows.tolist()}}).encode()
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+        expected = registry["good"]["model"].predict(pd.DataFrame(rows, columns=["a", "b", "c"]))
+        assert predictions == expected.tolist()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    assert "VERIFIED: models:/fraud@champion" in (tmp_path / "serve.log").read_text()
