@@ -250,6 +250,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import guard
+
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        raise BadInputError(f"guard: the environment variable {args.secret_env} holding the webhook secret is unset or empty; "
+                            "set it (the same secret the MLflow webhook signs with) or name another with --secret-env")
+    trust = _cli_trust(args)
+
+    def log(entry: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(entry, default=str) + "\n")
+        sys.stdout.flush()
+
+    def ready(url: str) -> None:
+        _say(f"guarding the registry's aliases: POST {url}/webhook, GET {url}/health; stop with SIGTERM or Ctrl-C")
+
+    guard.run(trust, secret, host=args.host, port=args.port, register=args.register, webhook_url=_optional(args.webhook_url),
+              tracking_uri=_optional(args.tracking_uri), log=log, on_ready=ready)
+    _say("guard stopped")
+    return 0
+
+
 def _check_report_target(args: argparse.Namespace) -> None:
     """`--format` without `--output` writes to standard output, which `--json -` may already use."""
     if args.format and not args.output and args.json == "-":
@@ -393,6 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     srv.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     srv.set_defaults(handler=cmd_serve)
+
+    grd = commands.add_parser("guard", help="receive MLflow webhooks and put back aliases moved to versions that do not verify",
+                              description="Serve POST /webhook (HMAC-checked MLflow webhook deliveries) and GET /health. When an alias is set, "
+                                          "or an aliased version's tags change, verify the version it points to; if that fails, move the alias "
+                                          "back to the newest earlier version that verifies (or delete it), tag the refused version "
+                                          "secure_pipeline.guard=reverted and log one JSON line to standard output. Runs until SIGTERM/SIGINT.")
+    trust_options(grd)
+    grd.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    grd.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787)")
+    grd.add_argument("--secret-env", default="SECURE_PIPELINE_WEBHOOK_SECRET", metavar="VAR",
+                     help="environment variable holding the webhook secret (default SECURE_PIPELINE_WEBHOOK_SECRET)")
+    grd.add_argument("--register", action="store_true", help="create or update the MLflow webhook for this guard before serving")
+    grd.add_argument("--webhook-url", metavar="URL", help="with --register: the URL the tracking server posts to (default http://HOST:PORT/webhook)")
+    grd.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    grd.set_defaults(handler=cmd_guard)
     return parser
 
 

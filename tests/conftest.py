@@ -79,36 +79,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root under `root`."""
     port = free_port()
     log = open(root / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
          "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, **(env or {})},
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    try:
+        wait_for_http(f"{uri}/health", process, root / "server.log")
+        yield uri
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll `url` until it answers; fail with the end of `log` if `process` dies or time runs out."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
+            with urllib.request.urlopen(url, timeout=2):
+                return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-    yield uri
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` shared by the integration tests."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
 
 
 @dataclass(frozen=True)
@@ -225,7 +238,7 @@ def register_forged(release: dict, name: str, alias: str) -> str:
     import mlflow
 
     client = mlflow.MlflowClient()
-    forged = client.create_model_version(name, release["uri"], run_id=release["run_id"],
+    forged = client.create_model_version(name, release["uri"], run_id=release["run_id"], model_id=release["uri"].removeprefix("models:/"),
                                          tags={f"secure_pipeline.{k}": ("allow" if k == "decision" else v) for k, v in release["tags"].items()})
     client.set_registered_model_alias(name, alias, forged.version)
     return str(forged.version)

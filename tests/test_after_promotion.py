@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -20,7 +19,7 @@ import pytest
 
 from secure_pipeline import signing
 
-from conftest import KeyPair, free_port, register_forged, release_model, run_main, sqlite_registry
+from conftest import KeyPair, free_port, register_forged, release_model, run_main, sqlite_registry, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +112,7 @@ def test_serve_answers_predictions_with_the_verified_model(registry: dict, keys:
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as ping:
-                    assert ping.status == 200
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
-                time.sleep(0.5)
+        wait_for_http(f"{url}/ping", process, tmp_path / "serve.log")
         rows = np.random.default_rng(7).normal(size=(6, 3))
         body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c"], "data": rows.tolist()}}).encode()
         request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
@@ -135,3 +126,10 @@ def test_serve_answers_predictions_with_the_verified_model(registry: dict, keys:
         log.close()
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
     assert "VERIFIED: models:/fraud@champion" in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_on_a_port_in_use_is_an_infrastructure_failure(registry: dict, keys: KeyPair, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, _, err = run_main(capsys, "serve", "models:/fraud@champion", "--public-key", str(keys.public), "--port", str(port))
+    assert code == 3 and f"cannot listen on 127.0.0.1:{port}" in err and "serving on" not in err
