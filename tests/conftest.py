@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,32 +80,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root under `root`."""
+def start_mlflow_server(root: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`, extra
+    environment `env`); wait until it answers."""
     port = free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, **(env or {})},
-    )
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,  # its workers share the group
+            env={**os.environ, **(env or {})},
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", process, root / "server.log")
-        yield uri
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    except RuntimeError:
+        stop_process(process)
+        raise
+    return process, uri
 
 
 def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    """Poll `url` until it answers; fail with the end of `log` if `process` dies or time runs out."""
+    """Poll `url` until it answers; raise with the end of `log` if `process` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -112,16 +110,29 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
                 return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
                 raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
             time.sleep(0.5)
 
 
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a server started by `start_mlflow_server` and its workers (one process group); kill it
+    if it has not stopped within 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` shared by the integration tests."""
-    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root."""
+    process, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    stop_process(process)
 
 
 @dataclass(frozen=True)

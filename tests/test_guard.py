@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet
 from secure_pipeline import signing
 from secure_pipeline.registry.guard import delivery_problem
 
-from conftest import KeyPair, free_port, register_forged, release_model, run_main, running_mlflow_server, wait_for_http
+from conftest import KeyPair, free_port, register_forged, release_model, run_main, start_mlflow_server, stop_process, wait_for_http
 
 SECRET = "guard-test-secret"
 WITHIN = 10.0  # seconds the guard has to put an alias back
@@ -38,8 +38,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("guard-server")
     env = {"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(), "MLFLOW_WEBHOOK_CACHE_TTL": "1"}
-    with running_mlflow_server(root, env) as uri:
-        yield {"uri": uri, "root": root}
+    process, uri = start_mlflow_server(root, env)
+    yield {"uri": uri, "root": root}
+    stop_process(process)
 
 
 @pytest.fixture(scope="module")

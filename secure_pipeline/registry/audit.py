@@ -104,14 +104,15 @@ def audit(trust: signing.Trust, patterns: Sequence[str] = (), *, all_versions: b
     """Verify every alias (with `all_versions`, every version) of the registered models matching
     `patterns` (shell globs; all models when empty). An empty audit is bad input, never a pass."""
     uri = tracking.connect(tracking_uri)
+    shown = tracking.redact(uri)  # no credentials in messages and reports
     models = tracking.registered_aliases()
     findings: list[Finding] = []
-    for name in _selected(models, patterns, uri):
+    for name in _selected(models, patterns, shown):
         if all_versions:
             findings += [check(name, version, None, trust, uri) for version in tracking.version_numbers(name)]
         else:
             findings += [check(name, version, alias, trust, uri) for alias, version in sorted(models[name].items())]
     if not findings:
         what = "version" if all_versions else "alias"
-        raise BadInputError(f"nothing to audit: no registered model {what} in {uri}; check MLFLOW_TRACKING_URI or --model, or pass --all-versions")
-    return AuditReport(uri, tuple(findings))
+        raise BadInputError(f"nothing to audit: no registered model {what} in {shown}; check MLFLOW_TRACKING_URI or --model, or pass --all-versions")
+    return AuditReport(shown, tuple(findings))
