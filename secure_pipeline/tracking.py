@@ -26,6 +26,8 @@ SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
 ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
 EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
 BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
+PROFILE_ARTIFACT = f"{ARTIFACT_DIR}/training-profile.json"  # reference profile of the training data, bound by the attestation
+MONITORING_EXPERIMENT = "secure-pipeline-monitoring"
 TAG_PREFIX = "secure_pipeline."
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
