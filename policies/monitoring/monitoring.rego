@@ -62,7 +62,7 @@ deny contains violation(
 
 deny contains violation(
 	"monitoring.drift",
-	sprintf("column '%s' drifted from the training profile: PSI %.2f, %s statistic %.3f, p %v", [column, test.psi, test.test, test.statistic, test.p_value]),
+	sprintf("column '%s' drifted from the training profile: PSI %.2f (%s statistic %.3f)", [column, test.psi, test.test, test.statistic]),
 ) if {
 	input.drift.drifted_share > limits.max_drifted_share
 	some column in input.drift.drifted_columns
