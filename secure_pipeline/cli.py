@@ -277,8 +277,12 @@ def cmd_guard(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from secure_pipeline.registry import monitor
 
-    outcome = monitor.monitor(Path(args.batch), args.model, _cli_trust(args), target=_optional(args.target),
-                              tracking_uri=_optional(args.tracking_uri), policy_dir=_path(args.policy))
+    try:
+        outcome = monitor.monitor(Path(args.batch), args.model, _cli_trust(args), target=_optional(args.target),
+                                  tracking_uri=_optional(args.tracking_uri), policy_dir=_path(args.policy))
+    except CheckFailedError as exc:  # the version or its profile did not verify: nothing was checked or logged
+        _write_json({"schema": monitor.SCHEMA, "decision": "deny", "verified": False, "model": {"uri": args.model}, "reason": str(exc)}, args.json)
+        raise
     report = outcome.report
     _write_json(outcome.to_json(), args.json)
     drift = report["drift"]

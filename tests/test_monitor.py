@@ -62,7 +62,7 @@ def test_batch_from_the_training_distribution_is_within_policy(registry: dict, k
     assert report["schema"] == "secure-pipeline/monitor-report/v1" and report["decision"] == "allow"
     assert report["model"]["version"] == registry["good"]["version"] and report["model"]["digest"] == registry["good"]["digest"]
     assert report["drift"]["drifted_columns"] == [] and report["drift"]["columns_tested"] == 4  # a, b, c and the label y
-    assert report["columns"] == {"missing": [], "extra": [], "type_mismatch": []}
+    assert report["columns"] == {"missing": [], "extra": [], "empty": [], "type_mismatch": []}
     assert report["metrics"]["measured"] and report["metrics"]["batch"]["accuracy"] >= 0.9 - 0.05
     assert report["metrics"]["released"]["accuracy"] == 0.9  # from the signed attestation
     run = mlflow.get_run(report["monitoring_run_id"])
@@ -97,22 +97,25 @@ def test_labels_the_model_gets_wrong_are_a_metric_drop(registry: dict, keys: Key
     assert report["poisoning"]["confident_disagreement"] > 0.1  # flipped labels the model contradicts with confidence
 
 
-def test_a_column_of_the_wrong_type_or_missing_is_denied(registry: dict, keys: KeyPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_column_missing_empty_or_of_the_wrong_type_is_denied(registry: dict, keys: KeyPair, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = batch(tmp_path / "typed.csv", seed=104, labels=False)
     frame = pd.read_csv(path).drop(columns=["c"])
     frame["b"] = [f"x{i}" for i in range(len(frame))]
+    frame["a"] = np.nan  # untestable for drift: must not pass for lack of a test
     frame.to_csv(path, index=False)
     code, report, err = monitor(capsys, keys, path)
     assert code == 1, err
     messages = {v["rule"]: v["message"] for v in report["policy"]["violations"]}
-    assert "'c'" in messages["monitoring.column_missing"] and "'b'" in messages["monitoring.column_type"]
+    assert set(messages) == {"monitoring.column_missing", "monitoring.column_empty", "monitoring.column_type"}
+    assert "'c'" in messages["monitoring.column_missing"] and "'a'" in messages["monitoring.column_empty"] and "'b'" in messages["monitoring.column_type"]
 
 
 def test_a_swapped_profile_is_refused(registry: dict, keys: KeyPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = batch(tmp_path / "batch.csv", seed=105)
     code, report, err = monitor(capsys, keys, data, "models:/swapped@champion")
-    assert code == 1 and report is None
-    assert "training profile was changed after it was attested" in err
+    assert code == 1 and report["verified"] is False and report["decision"] == "deny"
+    assert "training profile was changed after it was attested" in err and "training profile was changed" in report["reason"]
     code, out, err = run_main(capsys, "verify", "models:/swapped@champion", "--public-key", str(keys.public))
     assert code == 1 and "training profile was changed after it was attested" in err
     runs = mlflow.search_runs(experiment_names=[tracking.MONITORING_EXPERIMENT], output_format="list")

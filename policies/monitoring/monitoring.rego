@@ -15,6 +15,12 @@ rules := {
 		"controls": ["OWASP ML Security Top 10 ML08:2023 Model Skewing"],
 		"evidence": ["columns.missing"],
 	},
+	"monitoring.column_empty": {
+		"severity": "high",
+		"title": "every column of the training profile that had values has values in the batch",
+		"controls": ["OWASP ML Security Top 10 ML08:2023 Model Skewing"],
+		"evidence": ["columns.empty"],
+	},
 	"monitoring.column_type": {
 		"severity": "high",
 		"title": "numeric columns of the training profile are numeric in the batch",
@@ -51,6 +57,10 @@ violation(id, msg) := object.union(rules[id], {"id": id, "msg": msg})
 
 deny contains violation("monitoring.column_missing", sprintf("column '%s' of the training profile is missing from the batch", [column])) if {
 	some column in input.columns.missing
+}
+
+deny contains violation("monitoring.column_empty", sprintf("column '%s' has no value in the batch; its drift cannot be tested", [column])) if {
+	some column in input.columns.empty
 }
 
 deny contains violation(

@@ -67,14 +67,18 @@ def attested_profile(verified: verification.VerifiedModel, workdir: Path) -> tup
 
 def column_check(batch: pd.DataFrame, profile: dict[str, Any], target: str | None) -> dict[str, Any]:
     """Columns of the profile missing from the batch (the target only when labels are given), extra
-    columns, and numeric profile columns that are not numeric in the batch."""
+    columns, columns with no value at all (drift cannot test them), and numeric profile columns that
+    are not numeric in the batch."""
     from secure_pipeline_stages import drift
 
     expected = {c: entry for c, entry in profile["columns"].items() if c != profile.get("target") or target}
     present = {str(c) for c in batch.columns}
+    empty = [c for c, entry in expected.items() if c in present and entry.get("kind") != "empty" and batch[c].isna().all()]
     mismatch = [{"column": c, "expected": "numeric"} for c, entry in expected.items()
-                if c in present and entry.get("kind") == "numeric" and drift.numeric_values(batch[c]) is None]
-    return {"missing": [c for c in expected if c not in present], "extra": sorted(present - set(profile["columns"])), "type_mismatch": mismatch}
+                if c in present and c not in empty and entry.get("kind") == "numeric" and drift.numeric_values(batch[c]) is None]
+    return {"missing": [c for c in expected if c not in present], "extra": sorted(present - set(profile["columns"])), "empty": empty,
+            "type_mismatch": mismatch}
+
 
 
 def drift_check(batch: pd.DataFrame, profile_path: Path, target: str, labelled: bool, workdir: Path) -> dict[str, Any]:
