@@ -274,6 +274,28 @@ def cmd_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import monitor
+
+    try:
+        outcome = monitor.monitor(Path(args.batch), args.model, _cli_trust(args), target=_optional(args.target),
+                                  tracking_uri=_optional(args.tracking_uri), policy_dir=_path(args.policy))
+    except CheckFailedError as exc:  # the version or its profile did not verify: nothing was checked or logged
+        _write_json({"schema": monitor.SCHEMA, "decision": "deny", "verified": False, "model": {"uri": args.model}, "reason": str(exc)}, args.json)
+        raise
+    report = outcome.report
+    _write_json(outcome.to_json(), args.json)
+    drift = report["drift"]
+    _say(f"{args.model} (version {report['model']['version']}) verified; batch {args.batch}: {report['batch']['rows']} rows, "
+         f"{len(drift['drifted_columns'])} of {drift['columns_tested']} tested columns drifted; monitoring run {outcome.run_id}")
+    for violation in report["policy"]["violations"]:
+        _say(f"  deny [{violation['rule']}]: {violation['message']}")
+    for warning in report["policy"]["warnings"]:
+        _say(f"  warn [{warning['rule']}]: {warning['message']}")
+    _say("WITHIN POLICY" if outcome.allow else "OUTSIDE POLICY: the monitoring rules deny this batch")
+    return 0 if outcome.allow else 1
+
+
 def _check_report_target(args: argparse.Namespace) -> None:
     """`--format` without `--output` writes to standard output, which `--json -` may already use."""
     if args.format and not args.output and args.json == "-":
@@ -432,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--webhook-url", metavar="URL", help="with --register: the URL the tracking server posts to (default http://HOST:PORT/webhook)")
     grd.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     grd.set_defaults(handler=cmd_guard)
+
+    mon = commands.add_parser("monitor", help="check a batch of new inputs (and labels) against the promoted version's attested training profile",
+                              description="Verify MODEL_URI as load_verified does, check its training profile against the attestation, then "
+                                          "check BATCH: schema, drift per column, poisoning signals and, with --target, the model's metrics "
+                                          "against the attested ones. Logs a run in the secure-pipeline-monitoring experiment. Exit 0 within "
+                                          "policy, 1 when the monitoring rules deny.")
+    mon.add_argument("batch", metavar="BATCH", help="new inference inputs, CSV or Parquet")
+    mon.add_argument("--model", required=True, metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    trust_options(mon)
+    mon.add_argument("--target", metavar="COLUMN", help="the label column, when the batch has labels (feedback data)")
+    mon.add_argument("--policy", metavar="DIR", help="policy directory holding the monitoring pack (default: bundled)")
+    mon.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    json_option(mon)
+    mon.set_defaults(handler=cmd_monitor)
     return parser
 
 

@@ -26,6 +26,8 @@ SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
 ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
 EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
 BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
+PROFILE_ARTIFACT = f"{ARTIFACT_DIR}/training-profile.json"  # reference profile of the training data, bound by the attestation
+MONITORING_EXPERIMENT = "secure-pipeline-monitoring"
 TAG_PREFIX = "secure_pipeline."
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
@@ -171,6 +173,22 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     else:
         with infrastructure_errors("ending the run"):
             mlflow.end_run()
+
+
+def log_monitoring_run(report: dict[str, Any]) -> str:
+    """Log a monitoring report as a run of MONITORING_EXPERIMENT, tagged with the model version it
+    checked (name, version, source run, digest) and the decision; returns the run id."""
+    model = report["model"]
+    with run(MONITORING_EXPERIMENT, run_name=f"monitor {model['name']} v{model['version']}") as active:
+        set_tags({"monitored_model": model["name"], "monitored_version": str(model["version"]), "monitored_run_id": str(model["run_id"]),
+                  "model_digest": model["digest"], "batch_sha256": report["batch"]["sha256"], "decision": report["decision"],
+                  "drifted_columns": ",".join(report["drift"]["drifted_columns"])})
+        log_metrics("drift", {"drifted_share": report["drift"]["drifted_share"], "columns_drifted": len(report["drift"]["drifted_columns"]),
+                              "columns_tested": report["drift"]["columns_tested"]})
+        if report["metrics"].get("measured"):
+            log_metrics("batch", report["metrics"]["batch"])
+        log_json(report, f"{ARTIFACT_DIR}/monitor-report.json")
+        return str(active.info.run_id)
 
 
 def log_params(params: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ class VerifiedModel:
             "run_id": self.run_id,
             "decision": (self.attestation or {}).get("predicate", {}).get("decision"),
             "attestation": {k: v for k, v in (self.attestation or {}).get("predicate", {}).items()
-                            if k in ("policy_digest", "evidence_sha256", "dataset_sha256", "bom_sha256", "signer", "created")} or None,
+                            if k in ("policy_digest", "evidence_sha256", "dataset_sha256", "bom_sha256", "training_profile_sha256", "signer", "created")} or None,
         }
 
 
@@ -130,6 +130,10 @@ def verify_registered(
     bom_digest = _artifact_digest(entry.run_id, tracking.BOM_ARTIFACT, workdir / "bom")
     if bom_digest != predicate["bom_sha256"]:
         problems.append("the run's ML-BOM " + ("is missing" if bom_digest is None else "was changed after it was attested"))
+    if "training_profile_sha256" in predicate:  # older attestations bind no profile
+        profile_digest = _artifact_digest(entry.run_id, tracking.PROFILE_ARTIFACT, workdir / "profile")
+        if profile_digest != predicate["training_profile_sha256"]:
+            problems.append("the run's training profile " + ("is missing" if profile_digest is None else "was changed after it was attested"))
     expected_tags = {"model_digest": signed.digest, "decision": predicate["decision"], "run_id": entry.run_id,
                      "dataset_sha256": predicate["dataset_sha256"], "policy_digest": predicate["policy_digest"],
                      "evidence_sha256": predicate["evidence_sha256"]}

@@ -174,8 +174,10 @@ def model_dir(tmp_path: Path) -> Path:
     return model
 
 
-def release_model(name: str, signer: Any, decision: str, seed: int, workdir: Path, *, register: bool = True, alias: str = "champion") -> dict:
-    """Log, scan, sign, attest and (if asked) register a small model as runner.run does; `signer` is a `signing.Signer`."""
+def release_model(name: str, signer: Any, decision: str, seed: int, workdir: Path, *, register: bool = True, alias: str = "champion",
+                  profile: bool = False) -> dict:
+    """Log, scan, sign, attest and (if asked) register a small model as runner.run does; `signer` is a `signing.Signer`.
+    With `profile`, the training data (columns a, b, c ~ N(0, 1), target y = a > 0) is profiled and attested as runner.run does."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -211,8 +213,10 @@ def release_model(name: str, signer: Any, decision: str, seed: int, workdir: Pat
         (workdir / "ml-bom.cdx.json").write_bytes(bom_bytes)
         tracking.log_file(workdir / "ml-bom.cdx.json")
         evidence_sha = bom.sha256(evidence_bytes)
+        profile_sha = runner.log_training_profile(x.assign(y=(x["a"] > 0).astype(int)), "y", workdir) if profile else None
         predicate = attestation.build_predicate(document, evidence_sha256=evidence_sha, bom_sha256=bom.sha256(bom_bytes),
-                                                signer=signer.identity(), evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT)
+                                                signer=signer.identity(), evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT,
+                                                profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT)
         tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
         tags = {"decision": decision, "model_digest": signed.digest, "dataset_sha256": predicate["dataset_sha256"],
                 "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
