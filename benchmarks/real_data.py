@@ -25,9 +25,9 @@ Baselines, scored on the same injected rows and given the same reference:
   the data), contamination = the true injected rate (never capped below it).
 
 Each run records the gate's decision, each check's status, flagged rows and wall seconds (measured
-here, from the gate's own progress callbacks), and for attacked modes precision/recall of the
+here, from the gate's own progress callbacks, after one untimed warm-up scan), and for attacked modes precision/recall of the
 relevant check (label_noise for flips, poisoning for the backdoor, and their union) against the
-injected rows. Tables above `--max-rows` rows (default 5,000) are subsampled, stratified by target.
+injected rows. Tables above `--max-rows` rows (default 3,000) are subsampled, stratified by target.
 
 Datasets are split into TUNE (may be used to design or tune detectors) and HELD_OUT (report only).
 The TUNE ones are those whose clean-data failures issue #10 analyses detector by detector.
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -54,11 +54,17 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+import timed_gate  # benchmarks/ is the script's directory, first on sys.path
+from baselines import cleanlab_flags, isolation_flags, markdown_table, score
+from timed_gate import TimedScan
+
 MODES = ("clean", "clean_ref", "flip", "flip_ref", "backdoor", "backdoor_ref")
 FLIP_RATE = 0.10
 BACKDOOR_RATE = 0.03
 BACKDOOR_MIN_ROWS = 4
+MAX_ROWS = 3000  # larger tables (Default, Caravan, fair, randhie) are subsampled, stratified: keeps a full run to minutes
 ROW_CHECKS = ("label_noise", "poisoning")
+RELEVANT_CHECK = {"flip": "label_noise", "backdoor": "poisoning"}  # the check meant to catch each attack
 
 
 # --------------------------------------------------------------------------- datasets
@@ -216,26 +222,8 @@ def backdoor(frame: pd.DataFrame, target: str, rng: np.random.Generator) -> tupl
 
 
 # --------------------------------------------------------------------------- the gate
-@dataclass
-class GateRun:
-    passed: bool
-    checks: dict[str, dict[str, Any]]
-    seconds: dict[str, float] = field(default_factory=dict)
-    total_seconds: float = 0.0
-
-
-def run_gate(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, config: Path | None) -> GateRun:
-    """The data gate as `scan-data` runs it, timing each check from the gate's progress callbacks."""
-    from secure_pipeline import runner
-    from secure_pipeline.config import load_config
-
-    settings = load_config(config)
-    marks: list[tuple[str, float]] = []
-
-    def progress(message: str) -> None:
-        if message.startswith("data gate: "):
-            marks.append((message.removeprefix("data gate: ").strip(), time.perf_counter()))
-
+def run_gate(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, config: Path | None) -> TimedScan:
+    """The gate on CSV copies of the frames (as a user of scan-data would pass them), each check timed."""
     with tempfile.TemporaryDirectory(prefix="real-data-bench-") as tmp:
         data_path = Path(tmp) / "data.csv"
         data.to_csv(data_path, index=False)
@@ -243,79 +231,10 @@ def run_gate(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, co
         if reference is not None:
             ref_path = Path(tmp) / "reference.csv"
             reference.to_csv(ref_path, index=False)
-        started = time.perf_counter()
-        report = runner.scan_data(data_path, target, reference=ref_path, config=settings, progress=progress)
-        ended = time.perf_counter()
-    seconds = {name: (marks[i + 1][1] if i + 1 < len(marks) else ended) - at for i, (name, at) in enumerate(marks)}
-    return GateRun(bool(report["passed"]), report["checks"], seconds, ended - started)
-
-
-# --------------------------------------------------------------------------- baselines
-def _preprocessor(frame: pd.DataFrame):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
-    other = [c for c in frame.columns if c not in numeric]
-    as_text = FunctionTransformer(lambda x: pd.DataFrame(x).astype(str).to_numpy(), feature_names_out="one-to-one")
-    return ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("categorical", make_pipeline(as_text, OneHotEncoder(handle_unknown="ignore")), other),
-    ])
-
-
-def cleanlab_baseline(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, seed: int) -> set[int]:
-    """Plain cleanlab: logistic regression probabilities (5-fold, or fitted on the reference) + find_label_issues."""
-    from cleanlab.filter import find_label_issues
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-
-    classes = sorted(set(data[target]) | set(reference[target] if reference is not None else []), key=str)
-    code = {c: i for i, c in enumerate(classes)}
-    labels = data[target].map(code).to_numpy()
-    x = data.drop(columns=[target])
-    model = make_pipeline(_preprocessor(x), LogisticRegression(max_iter=2000))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if reference is None:
-            folds = max(2, min(5, int(np.bincount(labels).min()))) if np.bincount(labels).min() >= 2 else 2
-            cv = StratifiedKFold(folds, shuffle=True, random_state=seed) if np.bincount(labels).min() >= folds else folds
-            probs = cross_val_predict(model, x, labels, cv=cv, method="predict_proba")
-        else:
-            model.fit(reference.drop(columns=[target]), reference[target].map(code).to_numpy())
-            fitted = model.predict_proba(x)
-            probs = np.full((len(x), len(classes)), 1e-6)
-            probs[:, model.classes_] = fitted
-            probs /= probs.sum(axis=1, keepdims=True)
-        if probs.shape[1] < len(classes):  # a class absent from every training fold
-            probs = np.hstack([probs, np.full((len(x), len(classes) - probs.shape[1]), 1e-6)])
-        return set(np.flatnonzero(find_label_issues(labels, probs)).tolist())
-
-
-def iforest_baseline(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, rate: float, seed: int) -> set[int]:
-    """IsolationForest fitted on the reference when given, else on the data; contamination = the injected rate."""
-    from sklearn.ensemble import IsolationForest
-    from sklearn.pipeline import make_pipeline
-
-    x = data.drop(columns=[target])
-    fit_on = reference.drop(columns=[target]) if reference is not None else x
-    model = make_pipeline(_preprocessor(x), IsolationForest(contamination=min(0.5, max(rate, 1e-3)), random_state=seed))
-    model.fit(fit_on)
-    return set(np.flatnonzero(model.predict(x) == -1).tolist())
+        return timed_gate.scan(data_path, target, reference=ref_path, config=config)
 
 
 # --------------------------------------------------------------------------- one run
-def score(found: set[int], truth: set[int]) -> dict[str, float]:
-    tp = len(found & truth)
-    precision = tp / len(found) if found else 0.0
-    recall = tp / len(truth) if truth else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
 def run_mode(dataset: Dataset, frame: pd.DataFrame, mode: str, seed: int, config: Path | None) -> dict[str, Any]:
     """One gate run (+ baselines) for one mode; the CSV row."""
     target = dataset.target
@@ -341,107 +260,162 @@ def run_mode(dataset: Dataset, frame: pd.DataFrame, mode: str, seed: int, config
     except Exception as exc:  # a crash of the gate is a result too (it would be exit 2/3 for a user)
         record.update(error=f"{type(exc).__name__}: {exc}"[:300], passed=False, blocked=True)
         return record
-    record.update(passed=gate.passed, blocked=not gate.passed, seconds_gate=round(gate.total_seconds, 2))
+    checks = gate.report["checks"]
+    record.update(passed=bool(gate.report["passed"]), blocked=not gate.report["passed"], gate_seconds=round(gate.total_seconds, 2))
     flagged: dict[str, set[int]] = {}
-    for name, check in gate.checks.items():
+    for name, check in checks.items():
         record[f"status_{name}"] = check["status"]
         record[f"flagged_{name}"] = len(check["rows"])
         if name in gate.seconds:
             record[f"seconds_{name}"] = round(gate.seconds[name], 2)
         flagged[name] = set(check["rows"])
-    failed = [n for n, c in gate.checks.items() if c["status"] == "failed"]
+    failed = [n for n, c in checks.items() if c["status"] == "failed"]
     record["failed_checks"] = ",".join(failed)
-    record["summaries"] = json.dumps({n: gate.checks[n]["summary"][:200] for n in failed})
+    if attack in RELEVANT_CHECK:
+        record["relevant_check_failed"] = RELEVANT_CHECK[attack] in failed
+    record["summaries"] = json.dumps({n: checks[n]["summary"][:300] for n in failed})
     detectors: dict[str, list[int]] = {}
-    for finding in gate.checks.get("poisoning", {}).get("findings", []):
+    for finding in checks.get("poisoning", {}).get("findings", []):
         if "row" in finding:
             detectors.setdefault(finding.get("detector") or "?", []).append(finding["row"])
     record["poisoning_detectors"] = json.dumps({d: [len(set(r)), len(set(r) & truth)] for d, r in sorted(detectors.items())})
     started = time.perf_counter()
-    cleanlab_rows = cleanlab_baseline(data, target, reference, seed)
+    cleanlab_rows = cleanlab_flags(data, target, reference, seed)
     record["flagged_cleanlab"] = len(cleanlab_rows)
     if truth:
         union = set().union(*(flagged.get(n, set()) for n in ROW_CHECKS))
         scored = {"label_noise": flagged.get("label_noise", set()), "poisoning": flagged.get("poisoning", set()),
                   "gate_rows": union, "cleanlab": cleanlab_rows,
-                  "iforest": iforest_baseline(data, target, reference, len(truth) / len(data), seed)}
+                  "iforest": isolation_flags(data, target, reference, len(truth) / len(data), seed)}
         record["flagged_iforest"] = len(scored["iforest"])
         for name, rows in scored.items():
             for metric, value in score(rows, truth).items():
                 record[f"{metric}_{name}"] = round(value, 4)
-    record["seconds_baselines"] = round(time.perf_counter() - started, 2)
+    record["baseline_seconds"] = round(time.perf_counter() - started, 2)
     return record
 
 
 # --------------------------------------------------------------------------- summary
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+def _count(flags: pd.Series) -> str:
+    return f"{int(flags.fillna(False).astype(bool).sum())}/{len(flags)}" if len(flags) else "—"
 
 
-def _rate(sub: pd.DataFrame, column: str = "blocked") -> str:
-    if sub.empty:
+def _prf(runs: pd.DataFrame, name: str) -> str:
+    columns = [f"{m}_{name}" for m in ("precision", "recall", "f1")]
+    if runs.empty or any(c not in runs for c in columns):
         return "—"
-    return f"{int(sub[column].sum())}/{len(sub)}"
+    return " / ".join(f"{runs[c].mean():.2f}" for c in columns)
 
 
-def _mean(sub: pd.DataFrame, column: str) -> str:
-    return f"{sub[column].mean():.2f}" if column in sub and not sub.empty else "—"
+def _splits(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    parts = {s: table[table.split == s] for s in ("tune", "held-out") if (table.split == s).any()}
+    return {**parts, "all": table} if len(parts) > 1 else parts
+
+
+def _modes(table: pd.DataFrame) -> list[str]:
+    return [m for m in MODES if (table["mode"] == m).any()]
+
+
+def _decisions(table: pd.DataFrame) -> str:
+    splits = _splits(table)
+    return markdown_table(["mode", *(f"{s}: blocked / runs" for s in splits)], [
+        [m, *(_count(part[part["mode"] == m].blocked) for part in splits.values())] for m in _modes(table)
+    ])
+
+
+def _attacks(table: pd.DataFrame) -> str:
+    """Block rates of attacked runs: overall, by the check meant to catch the attack, and where clean passed."""
+    clean = table[table.attack == "clean"].set_index(["dataset", "seed", "reference"]).blocked
+    rows = []
+    for split, part in _splits(table).items():
+        for mode in [m for m in _modes(part) if not m.startswith("clean")]:
+            runs = part[part["mode"] == mode]
+            keys = list(zip(runs.dataset, runs.seed, runs.reference))
+            clean_passed = runs[[k in clean.index and not clean[k] for k in keys]]
+            rows.append([split, mode, _count(runs.blocked), RELEVANT_CHECK[mode.removesuffix("_ref")],
+                         _count(runs.get("relevant_check_failed", pd.Series(dtype=bool))),
+                         _count(clean_passed.blocked) if len(clean_passed) else "—"])
+    return markdown_table(["split", "mode", "blocked", "check meant to catch it", "that check failed",
+                           "blocked where the clean run passed"], rows)
+
+
+def _detection(table: pd.DataFrame, attack: str, ours: str, baseline: str) -> str:
+    rows = []
+    for split, part in _splits(table).items():
+        for mode in (attack, f"{attack}_ref"):
+            runs = part[part["mode"] == mode]
+            if runs.empty:
+                continue
+            base = runs[f"f1_{baseline}"].mean() if f"f1_{baseline}" in runs else float("nan")
+            ratio = f"{runs[f'f1_{ours}'].mean() / base:.2f}×" if base else "—"
+            rows.append([split, mode, str(len(runs)), _prf(runs, ours), _prf(runs, "gate_rows"), _prf(runs, baseline), ratio])
+    return markdown_table(["split", "mode", "runs", f"{ours} P / R / F1", "label_noise ∪ poisoning P / R / F1",
+                           f"{baseline} P / R / F1", "F1 ratio"], rows)
+
+
+def _detector_recall(table: pd.DataFrame) -> str:
+    """Recall of each poisoning detector on the backdoor runs, averaged over all of them (0 where it flagged nothing)."""
+    runs = table[(table.attack == "backdoor") & table.poisoning_detectors.notna()] if "poisoning_detectors" in table else table.iloc[:0]
+    found = [{d: hits / injected for d, (_, hits) in json.loads(v).items()} for v, injected in zip(runs.poisoning_detectors, runs.injected)]
+    names = sorted({d for f in found for d in f})
+    if not names:
+        return "No poisoning detector flagged a row in the backdoor runs."
+    recall = pd.DataFrame([{d: f.get(d, 0.0) for d in names} for f in found], index=runs.index)
+    rows = [[split, mode, *(f"{recall.loc[sub.index, d].mean():.2f}" for d in names)]
+            for split, part in _splits(runs).items() for mode in _modes(part)
+            for sub in [part[part["mode"] == mode]]]
+    return markdown_table(["split", "mode", *names], rows)
+
+
+def _per_dataset(table: pd.DataFrame) -> str:
+    modes = _modes(table)
+    rows = []
+    for (name, split), sub in table.groupby(["dataset", "split"], sort=False):
+        cells = []
+        for mode in modes:
+            runs = sub[sub["mode"] == mode]
+            failed = sorted({f for v in runs.failed_checks.fillna("") for f in str(v).split(",") if f}) if "failed_checks" in runs else []
+            errors = runs.error.notna().any() if "error" in runs else False
+            cells.append("—" if runs.empty else ("**" + ", ".join(failed + (["error"] if errors else [])) + "**") if runs.blocked.any() else "pass")
+        clean = sub[sub["mode"] == "clean"]
+        shares = (f"{clean.flagged_label_noise.mean() / clean.rows.mean():.1%} / {clean.flagged_cleanlab.mean() / clean.rows.mean():.1%}"
+                  if not clean.empty and "flagged_label_noise" in clean else "—")
+        seconds = f"{sub.gate_seconds.max():.0f}" if "gate_seconds" in sub else "—"
+        rows.append([name, split, str(int(sub.rows.max())), *cells, shares, seconds])
+    return markdown_table(["dataset", "split", "rows", *modes, "clean: label_noise / cleanlab flagged", "gate s (max)"], rows)
+
+
+def _seconds(table: pd.DataFrame) -> str:
+    columns = [c for c in table.columns if c.startswith("seconds_")] + [c for c in ("gate_seconds", "baseline_seconds") if c in table]
+    return markdown_table(["check", "median s", "max s", "total s"], [
+        [{"gate_seconds": "whole gate", "baseline_seconds": "both baselines"}.get(c, c.removeprefix("seconds_")), f"{table[c].median():.1f}", f"{table[c].max():.1f}",
+         f"{table[c].sum():.0f}"] for c in columns
+    ])
 
 
 def summarize(table: pd.DataFrame) -> str:
-    """The markdown summary: false blocks, attacked block rates, F1/recall against baselines, seconds per check."""
-    splits = [s for s in ("tune", "held-out") if s in set(table.split)] + (["all"] if table.split.nunique() > 1 else [])
-    part = {s: (table if s == "all" else table[table.split == s]) for s in splits}
-    lines = ["### Gate decisions (blocked runs / runs)\n"]
-    lines.append(_table(["mode", *splits], [
-        [m, *(_rate(part[s][part[s]["mode"] == m]) for s in splits)] for m in MODES if m in set(table["mode"])
-    ]))
-    lines.append("\nClean modes: every block is a false block. Attacked modes: the block rate (target ≥ 80 % with a reference).")
-    attacked = table[table.attack != "clean"]
-    if not attacked.empty:
-        lines.append("\n### Attacked runs: flagged rows against the injected rows (mean over runs)\n")
-        rows = []
-        for s in splits:
-            sub = attacked if s == "all" else attacked[attacked.split == s]
-            for mode in [m for m in MODES if m in set(sub["mode"]) and not m.startswith("clean")]:
-                m = sub[sub["mode"] == mode]
-                if mode.startswith("flip"):
-                    ours, base, check = "label_noise", "cleanlab", "label_noise"
-                else:
-                    ours, base, check = "poisoning", "iforest", "poisoning"
-                ratio = (m[f"f1_{ours}"].mean() / m[f"f1_{base}"].mean()) if f"f1_{base}" in m and m[f"f1_{base}"].mean() else float("nan")
-                rows.append([s, mode, str(len(m)), _rate(m), check,
-                             f"{_mean(m, f'precision_{ours}')} / {_mean(m, f'recall_{ours}')} / {_mean(m, f'f1_{ours}')}",
-                             f"{_mean(m, 'precision_gate_rows')} / {_mean(m, 'recall_gate_rows')} / {_mean(m, 'f1_gate_rows')}",
-                             base, f"{_mean(m, f'precision_{base}')} / {_mean(m, f'recall_{base}')} / {_mean(m, f'f1_{base}')}",
-                             f"{ratio:.2f}×"])
-        lines.append(_table(["split", "mode", "runs", "blocked", "check", "check P / R / F1", "gate rows (union) P / R / F1",
-                             "baseline", "baseline P / R / F1", "F1 ratio"], rows))
-    lines.append("\n### Per dataset: failed checks per mode\n")
-    per = []
-    for (name, split), sub in table.groupby(["dataset", "split"], sort=False):
-        cells = []
-        for mode in [m for m in MODES if m in set(table["mode"])]:
-            m = sub[sub["mode"] == mode]
-            if m.empty:
-                cells.append("—")
-                continue
-            fails = sorted({f for v in m.failed_checks.fillna("") for f in str(v).split(",") if f})
-            err = "error" if "error" in m and m.error.notna().any() else ""
-            cells.append(("**blocked**: " + ", ".join(fails or [err]) if m.blocked.any() else "passed"))
-        per.append([name, split, str(int(sub.rows.max())), *cells])
-    lines.append(_table(["dataset", "split", "rows", *[m for m in MODES if m in set(table["mode"])]], per))
-    seconds = [c for c in table.columns if c.startswith("seconds_")]
-    if seconds:
-        lines.append("\n### Seconds per check (measured by this script; median / max over runs)\n")
-        lines.append(_table(["check", "median", "max"], [
-            [c.removeprefix("seconds_"), f"{table[c].median():.1f}", f"{table[c].max():.1f}"] for c in seconds
-        ]))
-    return "\n".join(lines)
+    """The markdown summary: false blocks, attacked block rates, detection against the baselines, seconds per check."""
+    sections = [("Gate decisions (clean modes: every block is a false block)", _decisions(table))]
+    if (table.attack != "clean").any():
+        sections.append(("Attacked runs: block rates (target: ≥ 80 % of held-out datasets with a reference)", _attacks(table)))
+    if (table.attack == "flip").any():
+        sections.append(("10 % label flips: label_noise against plain cleanlab (mean over runs)", _detection(table, "flip", "label_noise", "cleanlab")))
+    if (table.attack == "backdoor").any():
+        sections.append(("3 % in-range backdoor: poisoning against IsolationForest (mean over runs)", _detection(table, "backdoor", "poisoning", "iforest")))
+        sections.append(("Backdoor: recall per poisoning detector (mean over all backdoor runs)", _detector_recall(table)))
+    sections.append(("Per dataset: checks that failed (bold) per mode", _per_dataset(table)))
+    sections.append(("Seconds per check (measured here from the gate's progress callbacks)", _seconds(table)))
+    return "\n\n".join(f"### {title}\n\n{body}" for title, body in sections)
 
 
 # --------------------------------------------------------------------------- main
+def warm_up(config: Path | None) -> None:
+    """One untimed scan of a small table first, so that the one-off imports (Great Expectations, the
+    stages) are not charged to the first check of the first run."""
+    frame = load(BY_NAME["iris"], 150, 0)
+    run_gate(frame, BY_NAME["iris"].target, None, config)
+
+
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     load = os.getloadavg()[0]
@@ -455,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"datasets, or 'tune' / 'held-out' (default: all): {', '.join(BY_NAME)}")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes (default: all six)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
-    parser.add_argument("--max-rows", type=int, default=5000, help="subsample larger tables to this many rows, stratified (default 5000)")
+    parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help=f"subsample larger tables to this many rows, stratified (default {MAX_ROWS:,})")
     parser.add_argument("--config", type=Path, help="a secure-pipeline config file for the gate (default: the defaults, as scan-data)")
     parser.add_argument("--out", type=Path, default=Path("real-data-results"), help="directory for runs.csv and summary.md")
     args = parser.parse_args(argv)
@@ -467,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"real-data benchmark, {stamp}; {machine()}; secure_pipeline from {Path(secure_pipeline.__file__).parent}"
     print(header, file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    warm_up(args.config)
     records = []
     for seed in args.seeds:
         for dataset in datasets:
