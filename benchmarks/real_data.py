@@ -1,7 +1,8 @@
 """Real-data benchmark of the data gate (issue #10): false blocks on clean data, attacks caught.
 
 Clean, well-known tabular classification datasets that ship inside Python packages (scikit-learn,
-statsmodels, ISLP, palmerpenguins, vega_datasets: `pip install -e .[bench]`) go through the whole
+statsmodels, ISLP, palmerpenguins, vega_datasets: `pip install -e .[bench]` and, on its own,
+`pip install --no-deps ISLP`) go through the whole
 data gate, in-process, exactly as `secure-pipeline scan-data` runs it (default config unless
 `--config`), in six modes:
 
@@ -18,16 +19,16 @@ other half is the reference. Attacks are injected into what the gate sees, never
 
 Baselines, scored on the same injected rows and given the same reference:
 
-- ``cleanlab``: logistic regression on standardized numeric + one-hot categorical features (median /
-  constant imputation), out-of-sample probabilities by 5-fold cross-validation, or, when a reference
-  is given, from the model fitted on the trusted reference; then ``cleanlab.filter.find_label_issues``.
+- ``cleanlab``: logistic regression on standardized numeric + one-hot categorical features,
+  out-of-sample probabilities by 5-fold cross-validation, or, when a reference is given, from the
+  model fitted on the trusted reference; then ``cleanlab.filter.find_label_issues``;
 - ``iforest``: ``IsolationForest`` on the same features, fitted on the reference when given (else on
   the data), contamination = the true injected rate (never capped below it).
 
 Each run records the gate's decision, each check's status, flagged rows and wall seconds (measured
-here, from the gate's own progress callbacks, after one untimed warm-up scan), and for attacked modes precision/recall of the
-relevant check (label_noise for flips, poisoning for the backdoor, and their union) against the
-injected rows. Tables above `--max-rows` rows (default 3,000) are subsampled, stratified by target.
+here from the gate's progress callbacks, after one untimed warm-up scan), and for attacked modes
+precision/recall of the relevant check (label_noise for flips, poisoning for the backdoor, and
+their union) against the injected rows. Tables above `--max-rows` rows (default 3,000) are subsampled, stratified by target.
 
 Datasets are split into TUNE (may be used to design or tune detectors) and HELD_OUT (report only).
 The TUNE ones are those whose clean-data failures issue #10 analyses detector by detector.
@@ -45,7 +46,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,9 +54,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-import timed_gate  # benchmarks/ is the script's directory, first on sys.path
-from baselines import cleanlab_flags, isolation_flags, markdown_table, score
-from timed_gate import TimedScan
+from baselines import cleanlab_flags, isolation_flags, markdown_table, score  # benchmarks/ is first on sys.path
+from timed_gate import TimedScan, scan
 
 MODES = ("clean", "clean_ref", "flip", "flip_ref", "backdoor", "backdoor_ref")
 FLIP_RATE = 0.10
@@ -231,7 +230,7 @@ def run_gate(data: pd.DataFrame, target: str, reference: pd.DataFrame | None, co
         if reference is not None:
             ref_path = Path(tmp) / "reference.csv"
             reference.to_csv(ref_path, index=False)
-        return timed_gate.scan(data_path, target, reference=ref_path, config=config)
+        return scan(data_path, target, reference=ref_path, config=config)
 
 
 # --------------------------------------------------------------------------- one run
@@ -355,8 +354,11 @@ def _detection(table: pd.DataFrame, attack: str, ours: str, baseline: str) -> st
 
 def _detector_recall(table: pd.DataFrame) -> str:
     """Recall of each poisoning detector on the backdoor runs, averaged over all of them (0 where it flagged nothing)."""
-    runs = table[(table.attack == "backdoor") & table.poisoning_detectors.notna()] if "poisoning_detectors" in table else table.iloc[:0]
-    found = [{d: hits / injected for d, (_, hits) in json.loads(v).items()} for v, injected in zip(runs.poisoning_detectors, runs.injected)]
+    if "poisoning_detectors" not in table:
+        return "No gate run finished."
+    runs = table[(table.attack == "backdoor") & table.poisoning_detectors.notna()]
+    found = [{d: hits / injected for d, (_, hits) in json.loads(v).items()}
+             for v, injected in zip(runs.poisoning_detectors, runs.injected)]
     names = sorted({d for f in found for d in f})
     if not names:
         return "No poisoning detector flagged a row in the backdoor runs."
@@ -374,34 +376,47 @@ def _per_dataset(table: pd.DataFrame) -> str:
         cells = []
         for mode in modes:
             runs = sub[sub["mode"] == mode]
-            failed = sorted({f for v in runs.failed_checks.fillna("") for f in str(v).split(",") if f}) if "failed_checks" in runs else []
-            errors = runs.error.notna().any() if "error" in runs else False
-            cells.append("—" if runs.empty else ("**" + ", ".join(failed + (["error"] if errors else [])) + "**") if runs.blocked.any() else "pass")
+            failed = sorted({f for v in runs.get("failed_checks", pd.Series(dtype=str)).fillna("") for f in str(v).split(",") if f})
+            if "error" in runs and runs.error.notna().any():
+                failed.append("error")
+            cells.append("—" if runs.empty else "**" + ", ".join(failed) + "**" if runs.blocked.any() else "pass")
         clean = sub[sub["mode"] == "clean"]
-        shares = (f"{clean.flagged_label_noise.mean() / clean.rows.mean():.1%} / {clean.flagged_cleanlab.mean() / clean.rows.mean():.1%}"
-                  if not clean.empty and "flagged_label_noise" in clean else "—")
+        shares = "—"
+        if not clean.empty and "flagged_label_noise" in clean:
+            shares = f"{clean.flagged_label_noise.sum() / clean.rows.sum():.1%} / {clean.flagged_cleanlab.sum() / clean.rows.sum():.1%}"
         seconds = f"{sub.gate_seconds.max():.0f}" if "gate_seconds" in sub else "—"
         rows.append([name, split, str(int(sub.rows.max())), *cells, shares, seconds])
     return markdown_table(["dataset", "split", "rows", *modes, "clean: label_noise / cleanlab flagged", "gate s (max)"], rows)
 
 
 def _seconds(table: pd.DataFrame) -> str:
-    columns = [c for c in table.columns if c.startswith("seconds_")] + [c for c in ("gate_seconds", "baseline_seconds") if c in table]
+    names = {c: c.removeprefix("seconds_") for c in table.columns if c.startswith("seconds_")}
+    names.update({c: label for c, label in (("gate_seconds", "whole gate"), ("baseline_seconds", "both baselines")) if c in table})
     return markdown_table(["check", "median s", "max s", "total s"], [
-        [{"gate_seconds": "whole gate", "baseline_seconds": "both baselines"}.get(c, c.removeprefix("seconds_")), f"{table[c].median():.1f}", f"{table[c].max():.1f}",
-         f"{table[c].sum():.0f}"] for c in columns
+        [label, f"{table[c].median():.1f}", f"{table[c].max():.1f}", f"{table[c].sum():.0f}"] for c, label in names.items()
+    ])
+
+
+def _datasets(table: pd.DataFrame) -> str:
+    used = [BY_NAME[n] for n in dict.fromkeys(table.dataset)]
+    rows = table.groupby("dataset").rows.max()
+    return markdown_table(["dataset", "package", "target", "split", "rows used", "note"], [
+        [d.name, d.source, d.target, d.split, str(int(rows[d.name])), d.note or "—"] for d in used
     ])
 
 
 def summarize(table: pd.DataFrame) -> str:
     """The markdown summary: false blocks, attacked block rates, detection against the baselines, seconds per check."""
-    sections = [("Gate decisions (clean modes: every block is a false block)", _decisions(table))]
+    sections = [("Datasets (rows used: after subsampling; halves in the _ref modes)", _datasets(table)),
+                ("Gate decisions (clean modes: every block is a false block)", _decisions(table))]
     if (table.attack != "clean").any():
         sections.append(("Attacked runs: block rates (target: ≥ 80 % of held-out datasets with a reference)", _attacks(table)))
     if (table.attack == "flip").any():
-        sections.append(("10 % label flips: label_noise against plain cleanlab (mean over runs)", _detection(table, "flip", "label_noise", "cleanlab")))
+        sections.append(("10 % label flips: label_noise against plain cleanlab (mean over runs)",
+                         _detection(table, "flip", "label_noise", "cleanlab")))
     if (table.attack == "backdoor").any():
-        sections.append(("3 % in-range backdoor: poisoning against IsolationForest (mean over runs)", _detection(table, "backdoor", "poisoning", "iforest")))
+        sections.append(("3 % in-range backdoor: poisoning against IsolationForest (mean over runs)",
+                         _detection(table, "backdoor", "poisoning", "iforest")))
         sections.append(("Backdoor: recall per poisoning detector (mean over all backdoor runs)", _detector_recall(table)))
     sections.append(("Per dataset: checks that failed (bold) per mode", _per_dataset(table)))
     sections.append(("Seconds per check (measured here from the gate's progress callbacks)", _seconds(table)))
