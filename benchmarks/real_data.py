@@ -296,7 +296,7 @@ def run_mode(dataset: Dataset, frame: pd.DataFrame, mode: str, seed: int, config
 
 # --------------------------------------------------------------------------- summary
 def _count(flags: pd.Series) -> str:
-    return f"{int(flags.fillna(False).astype(bool).sum())}/{len(flags)}" if len(flags) else "—"
+    return f"{int(flags.fillna(False).astype(bool).sum())}/{len(flags)}"
 
 
 def _prf(runs: pd.DataFrame, name: str) -> str:
@@ -333,7 +333,7 @@ def _attacks(table: pd.DataFrame) -> str:
             clean_passed = runs[[k in clean.index and not clean[k] for k in keys]]
             rows.append([split, mode, _count(runs.blocked), RELEVANT_CHECK[mode.removesuffix("_ref")],
                          _count(runs.get("relevant_check_failed", pd.Series(dtype=bool))),
-                         _count(clean_passed.blocked) if len(clean_passed) else "—"])
+                         _count(clean_passed.blocked)])
     return markdown_table(["split", "mode", "blocked", "check meant to catch it", "that check failed",
                            "blocked where the clean run passed"], rows)
 
