@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"real-data benchmark, {stamp}; {machine()}; secure_pipeline from {Path(secure_pipeline.__file__).parent}"
     print(header, file=sys.stderr, flush=True)
     table = _run(args)
-    text = f"## Real-data benchmark ({header})\n\nSeeds {args.seeds}, max rows {args.max_rows}.\n\n{summarize(table)}\n"
+    text = f"## {header}\n\nSeeds {args.seeds}, max rows {args.max_rows}.\n\n{summarize(table)}\n"
     (args.out / "summary.md").write_text(text)
     print(text)
     return 0
