@@ -59,7 +59,8 @@ def detect(prep: Prepared, settings: PoisoningSettings) -> tuple[Detection, np.n
         gap = _gap(prep.matrix, vectors, nb)
         gap_z = (math.log(gap + 1e-12) - median) / mad
         outlying, expected_beyond = _outlying(prep, vectors)
-        apart, block_p, _ = count_excess(vectors.size, expected_beyond)
+        excess, block_p, _ = count_excess(vectors.size, expected_beyond)
+        apart = excess and outlying > settings.isolation_z  # outside the bulk, and more of it than the tail explains
         blocks.append({"size": size, "rows": prep.groups.rows_of(vectors), "gap": gap, "gap_z": gap_z,
                        "outlying_z": outlying, "expected_beyond": expected_beyond, "p_value": block_p, "apart": apart})
     for block in blocks:

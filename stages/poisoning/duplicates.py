@@ -43,10 +43,20 @@ def detect(prep: Prepared, settings: PoisoningSettings) -> Detection:
     detection = Detection("duplicates")
     exact_rate, near_rate, source = _disagreement(prep, settings.near_duplicate_distance)
     counts = _label_counts(prep)
-    exact = _exact_conflicts(prep, detection, counts)
-    near = _near_conflicts(prep, settings, detection, counts) if prep.neighbours is not None else []
-    floods = _floods(prep, settings, detection)
+    exact_findings: list[Finding] = []
+    near_findings: list[Finding] = []
+    exact = _exact_conflicts(prep, exact_findings, counts)
+    near = _near_conflicts(prep, settings, near_findings, counts) if prep.neighbours is not None else []
+    floods = _floods(prep, settings)
     judged = {"exact": _judge_conflicts(exact, exact_rate), "near": _judge_conflicts(near, near_rate)}
+    # Rows are listed (as likely injected) only where the judgement blocks: conflicts and repeats that the
+    # data's coarseness explains are counted in the details, not handed to gate.on_flagged.
+    for kind, found in (("exact", exact_findings), ("near", near_findings)):
+        if judged[kind]["decisive"]:
+            detection.findings.extend(found)
+    for flood in floods:
+        if flood["decisive"]:
+            detection.findings.extend(flood["findings"])
     detection.details.update({
         "conflicting_groups": judged["exact"]["observed"],
         "conflicts": [g["detail"] for g in exact if g["conflict"]][:MAX_DETAIL_ITEMS],
@@ -70,9 +80,9 @@ def detect(prep: Prepared, settings: PoisoningSettings) -> Detection:
         "; remove the copies, or if the features are naturally coarse raise poisoning.max_duplicate_copies or waive the "
         "finding" if blocking else "")
     if not blocking:
-        parts = [f"{j['observed']} {kind} conflicting group(s), {j['expected']:.1f} explained by coarseness"
+        parts = [f"{j['observed']} {kind} conflicting group(s), {j['expected']:.1f} explained by coarseness (rows not listed)"
                  for kind, j in judged.items() if j["observed"]]
-        parts += [f"{len(floods)} repeated vector(s) within the data's own duplicate sizes"] if floods else []
+        parts += [f"{len(floods)} repeated vector(s) within the data's own duplicate sizes (rows not listed)"] if floods else []
         detection.verdict = "; ".join(parts)
     return detection
 
@@ -160,7 +170,7 @@ def _local_conflict(prep: Prepared, counts: np.ndarray | None, vectors: np.ndarr
     return float(1 - np.sum(shares**labelled))
 
 
-def _exact_conflicts(prep: Prepared, detection: Detection, counts: np.ndarray | None) -> list[dict]:
+def _exact_conflicts(prep: Prepared, findings: list[Finding], counts: np.ndarray | None) -> list[dict]:
     """Every exact duplicate group (with its labelled size); findings for those with conflicting labels."""
     groups = []
     for group in np.flatnonzero(prep.groups.sizes >= 2):
@@ -172,13 +182,13 @@ def _exact_conflicts(prep: Prepared, detection: Detection, counts: np.ndarray | 
                        "local_conflict": _local_conflict(prep, counts, np.array([group]), labelled),
                        "detail": {"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread}})
         if conflict:
-            detection.findings.extend(Finding(
+            findings.extend(Finding(
                 reason=f"exact duplicate feature vector in {rows.size} rows (first row {int(rows[0])}) "
                        f"with conflicting labels ({text})", row=int(row), score=1.0, detector="duplicates") for row in rows)
     return groups
 
 
-def _near_conflicts(prep: Prepared, settings: PoisoningSettings, detection: Detection,
+def _near_conflicts(prep: Prepared, settings: PoisoningSettings, findings: list[Finding],
                     counts: np.ndarray | None) -> list[dict]:
     """Groups of distinct vectors closer than `near_duplicate_distance` (union-find); findings where labels conflict."""
     nb = prep.neighbours
@@ -211,14 +221,14 @@ def _near_conflicts(prep: Prepared, settings: PoisoningSettings, detection: Dete
                        "local_conflict": _local_conflict(prep, counts, np.array(group), labelled),
                        "detail": {"rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]], "size": int(rows.size), "labels": spread}})
         if conflict:
-            detection.findings.extend(Finding(
+            findings.extend(Finding(
                 reason=f"near duplicate of rows {', '.join(str(int(r)) for r in rows[:5] if r != row)} "
                        f"(distance < {settings.near_duplicate_distance:g}) with conflicting labels ({text})",
                 row=int(row), score=1.0, detector="duplicates") for row in rows)
     return groups
 
 
-def _floods(prep: Prepared, settings: PoisoningSettings, detection: Detection) -> list[dict]:
+def _floods(prep: Prepared, settings: PoisoningSettings) -> list[dict]:
     """Vectors repeated more than `max_duplicate_copies` times, each judged against the other groups' sizes."""
     sizes = prep.groups.sizes
     floods = []
@@ -227,10 +237,12 @@ def _floods(prep: Prepared, settings: PoisoningSettings, detection: Detection) -
         others = np.log(np.delete(sizes, group)[np.delete(sizes, group) >= 2].astype(float))
         expected = tail_expectation(others, math.log(rows.size) - 1e-9)
         decisive = poisson_tail(1, expected) < ALPHA and rows.size - 1 >= MIN_EXCESS_ROWS
+        spread, text = label_spread(prep.codes[rows], prep.class_names)
+        conflict = f" with conflicting labels ({text})" if len(spread) > 1 else ""  # the original is listed too
         floods.append({"first_row": int(rows[0]), "copies": int(rows.size), "expected_groups_this_large": round(expected, 3),
-                       "decisive": bool(decisive)})
-        detection.findings.extend(Finding(
-            reason=f"duplicate flood: feature vector repeated {rows.size} times "
-                   f"(> {settings.max_duplicate_copies}; first copy row {int(rows[0])})",
-            row=int(row), score=float(rows.size / settings.max_duplicate_copies), detector="duplicates") for row in rows[1:])
+                       "decisive": bool(decisive), "findings": [Finding(
+                           reason=f"duplicate flood: feature vector repeated {rows.size} times "
+                                  f"(> {settings.max_duplicate_copies}; first copy row {int(rows[0])}){conflict}",
+                           row=int(row), score=float(rows.size / settings.max_duplicate_copies), detector="duplicates")
+                           for row in (rows if conflict else rows[1:])]})
     return floods

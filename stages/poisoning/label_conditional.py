@@ -5,11 +5,12 @@ trigger, so cross-validated label checks see nothing, but Euclidean neighbours o
 still see the rows' true class. Among the rows labelled t that their neighbours outvote, a trigger
 value (a category or exact value, or a tight group inside one of a continuous column's 20
 quantile bins) is far more common than among those rows' own neighbours; plain label flips and
-borderline rows share their neighbours' values. Binomial test (conservative for unequal row
-probabilities) corrected for the number of (class, column, value) candidates, plus a minimum
-effect (odds ratio MIN_ODDS_RATIO between the value's share among the rows and among their
-neighbours, and a value most neighbours lack): a value held by 92 % of the rows against 84 % of
-their neighbours is no trigger.
+borderline rows share their neighbours' values, and a value that goes with the label everywhere (a
+near-copy of the target) is as common among the class's other rows. Binomial test against the
+larger of the value's share among the neighbours and among the class's other rows (conservative
+for unequal row probabilities), corrected for the number of (class, column, value) candidates,
+plus a minimum effect (odds ratio MIN_ODDS_RATIO, and a value most of them lack): a value held by
+92 % of the rows against 84 % of their neighbours is no trigger.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def detect(prep: Prepared, settings: PoisoningSettings, already: set[int]) -> tu
     """Backdoor patterns: rows labelled t, outvoted by their neighbours, sharing a value their neighbours lack."""
     detection = Detection("label_conditional")
     detection.baseline = {"kind": "neighbourhood", "compared_with": "the share of each value among the rows' own "
-                          "nearest neighbours", "alpha": ALPHA, "min_odds_ratio": MIN_ODDS_RATIO,
+                          "nearest neighbours and among the other rows of their class (the larger)", "alpha": ALPHA, "min_odds_ratio": MIN_ODDS_RATIO,
                           "max_share_among_neighbours": MAX_NEIGHBOUR_SHARE}
     classes = len(prep.class_names)
     nb = prep.neighbours
@@ -108,15 +109,18 @@ def detect(prep: Prepared, settings: PoisoningSettings, already: set[int]) -> tu
         shown = found[:3]
         shared = ", ".join(f"{test['value']} ({test['share']:.0%} of them)" for test in shown)
         shared += f" and {len(found) - 3} more" if len(found) > 3 else ""
-        among = max(test["expected"] for test in shown)
+        among = max(test["share_among_neighbours"] for test in shown)
+        in_class = max(test["share_in_class"] for test in shown)
         neighbours = (f"which their neighbours rarely have (at most {among:.0%})" if among < RARE_SHARE
                       else f"which only up to {among:.0%} of their neighbours have")
+        neighbours += f" and up to {in_class:.0%} of the other rows labelled {prep.class_names[t]!r}"
         description = (f"backdoor pattern: {rows.size} rows labelled {prep.class_names[t]!r} whose nearest neighbours are "
                        f"mostly another class share {shared}, {neighbours}")
         p_value = found[0]["p_value"]
         clusters.append({"description": description, "label": prep.class_names[t], "rows": int(rows.size),
                          "shared": [test["value"] for test in found[:MAX_DETAIL_ITEMS]], "p_value": p_value,
-                         "share": found[0]["share"], "share_among_neighbours": found[0]["expected"],
+                         "share": found[0]["share"], "share_among_neighbours": found[0]["share_among_neighbours"],
+                         "share_in_class": found[0]["share_in_class"],
                          "odds_ratio": found[0]["odds_ratio"], "first_rows": [int(r) for r in rows[:MAX_DETAIL_ITEMS]]})
         score = float(min(50.0, -math.log10(max(p_value, 1e-300))))
         detection.findings.extend(Finding(reason=description, row=int(row), score=score, detector="label_conditional")
@@ -159,9 +163,14 @@ def _tests(prep: Prepared, settings: PoisoningSettings, outvoted: np.ndarray, su
                 continue
             counts = np.bincount(value_code[nb.rows[members]] + 1, minlength=len(names) + 1)[1:]
             trusted = ~suspect[nb.idx[members]]
+            # The rest of class t: a value that goes with the label everywhere (a near-copy of it) is no trigger.
+            rest = nb.rows[~outvoted_here & (own == t)]
+            in_rest = np.bincount(value_code[rest] + 1, minlength=len(names) + 1)[1:]
             for v in np.flatnonzero(counts >= settings.min_cluster_size):
                 share_near = ((value_code[nb.idx[members]] == v) & trusted).sum(axis=1)
-                expected = float(((share_near + 0.5) / (trusted.sum(axis=1) + 1)).mean())
+                near = float(((share_near + 0.5) / (trusted.sum(axis=1) + 1)).mean())
+                in_class = float((in_rest[v] + 0.5) / (rest.size + 1))
+                expected = max(near, in_class)
                 holders = members[value_code[nb.rows[members]] == v]
                 name = names[v]
                 if raw is not None:  # a bin: its holders must share (nearly) one value, not spread over the bin
@@ -171,5 +180,6 @@ def _tests(prep: Prepared, settings: PoisoningSettings, outvoted: np.ndarray, su
                     name = f"≈ {fmt(round(float(np.median(raw[nb.rows[holders]])), 4))}"
                 tests.append({"p_value": binomial_tail(int(counts[v]), members.size, expected), "class": t,
                               "value": f"{column} {name}", "holders": holders, "share": float(counts[v] / members.size),
-                              "expected": expected, "odds_ratio": odds_ratio(int(counts[v]), members.size, expected)})
+                              "expected": expected, "share_among_neighbours": near, "share_in_class": in_class,
+                              "odds_ratio": odds_ratio(int(counts[v]), members.size, expected)})
     return tests

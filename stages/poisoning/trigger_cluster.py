@@ -3,13 +3,14 @@
 A backdoor stamps a value on rows and gives them one label. A strong predictor also makes a value
 (or a narrow band) nearly pure in one class; the difference is the neighbourhood. So a candidate
 group (an out-of-range value, a rare category, a spike or a narrow concentration of a continuous
-column) that is at least `cluster_purity` one label is compared with the largest of three
-expectations for that label: its rows' nearest neighbours in feature space outside the group (what
-the other features predict), the rows with the nearest values of the same column (the value
-neighbourhood), and the rest of the data. Binomial test corrected for the number of candidates,
+column) that is at least `cluster_purity` one label is compared with the expected share of that
+label: among its rows' nearest neighbours in feature space outside the group (what
+the other features predict), or, where those are the group itself, the rows with the nearest values
+of the same column (the value neighbourhood) and the rest of the data. Binomial test corrected for the number of candidates,
 plus a minimum effect (odds ratio MIN_ODDS_RATIO and a purity MIN_SHARE_GAP above the expected
 share): a band of concavity that is all malignant where its neighbours are 94 % malignant is not a
-trigger.
+trigger. The feature neighbourhood decides when the group's rows have neighbours outside it; for a
+value far out (its rows each other's neighbours) the larger of the other two stands in.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .settings import PoisoningSettings
 
 MIN_VALUE_NEIGHBOURS = 20  # rows on each side of a group's values that make its value neighbourhood
 MIN_OUTSIDE_NEIGHBOURS = 2  # a row's feature neighbourhood counts when this many neighbours lie outside the group
+SPIKE_FACTOR = 4  # an exact value of a many-valued column held by this many times the median count is a candidate
 MIN_SHARE_GAP = 0.25  # minimum effect, with MIN_ODDS_RATIO: the group's purity above the expected share by this much
 
 
@@ -36,8 +38,8 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits) -
     """Trigger clusters, each a group of rows whose label share is anomalous for its neighbourhood."""
     detection = Detection("trigger_cluster")
     detection.baseline = {"kind": "neighbourhood", "compared_with": "the label share among the group's nearest rows in "
-                          "feature space outside it, among rows with the nearest values of the column, and in the rest "
-                          "of the data (the largest)", "alpha": ALPHA, "min_odds_ratio": MIN_ODDS_RATIO,
+                          "feature space outside it; where it has none, the larger of the share among rows with the "
+                          "nearest values of the column and in the rest of the data", "alpha": ALPHA, "min_odds_ratio": MIN_ODDS_RATIO,
                           "min_share_gap": MIN_SHARE_GAP}
     labelled = prep.codes >= 0
     if len(prep.class_names) < 2 or labelled.sum() < 2 * settings.min_cluster_size:
@@ -66,7 +68,12 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits) -
         expectations = {"elsewhere": float(elsewhere),
                         "feature_neighbours": _feature_share(prep, rows, top),
                         "value_neighbours": _value_share(prep, column, rows, top)}
-        source, expected = max(((k, v) for k, v in expectations.items() if v is not None), key=lambda kv: kv[1])
+        # What the other features predict decides; where the group's neighbours are each other (a value far out),
+        # the rows with the nearest values and the rest of the data stand in.
+        fallback = max(((k, v) for k, v in expectations.items() if v is not None and k != "feature_neighbours"),
+                       key=lambda kv: kv[1])
+        source, expected = (("feature_neighbours", expectations["feature_neighbours"])
+                            if expectations["feature_neighbours"] is not None else fallback)
         p_value = binomial_tail(int(counts[top]), int(group.size), expected)
         effect = odds_ratio(int(counts[top]), int(group.size), expected)
         if p_value >= threshold or effect < MIN_ODDS_RATIO or purity - expected < MIN_SHARE_GAP:
@@ -75,7 +82,7 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits) -
         label = prep.class_names[top]
         seen = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in expectations.items() if v is not None)
         description = (f"backdoor trigger cluster: {rows.size} rows with {shared}, {purity:.0%} labelled {label!r} "
-                       f"where their neighbourhood predicts at most {expected:.0%} ({seen})")
+                       f"where their neighbourhood predicts {expected:.0%} ({seen})")
         clusters.append({"description": description, "column": column, "value": shared, "rows": int(rows.size),
                          "label": label, "purity": float(purity), "share_elsewhere": float(elsewhere),
                          "expected": {k: v for k, v in expectations.items()}, "compared_with": source,
@@ -169,7 +176,7 @@ def _candidates(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHi
         distinct, counts = np.unique(values[np.isfinite(values)], return_counts=True)  # sorting beats hashing floats
         if distinct.size <= MAX_CATEGORIES:
             continue
-        spike = counts >= max(settings.min_cluster_size, 10 * float(np.median(counts)))
+        spike = counts >= max(settings.min_cluster_size, SPIKE_FACTOR * float(np.median(counts)))
         spike[[0, -1]] = False  # censoring piles up at the edges
         for value in distinct[spike]:
             candidates.append((f"{column}={fmt(value)}", np.flatnonzero(values == value), column))

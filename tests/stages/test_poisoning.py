@@ -230,11 +230,12 @@ def test_backdoor_of_the_majority_class_is_found_by_its_neighbours():
         data.loc[victims, column] = float(np.quantile(data[column], q, method="closest_observation"))
     data.loc[victims, "y"] = 1
     result = run(data)
-    found = rows_by(result, "label_conditional")
+    # Issue #10: the trigger-cluster test now compares with the rows' neighbourhood, so it may find them first.
+    found = rows_by(result, "label_conditional") | rows_by(result, "trigger_cluster")
     assert len(found & set(victims.tolist())) >= 9, result.summary  # recall >= 0.75
     assert len(found - set(victims.tolist())) <= 3
     assert result.status == "failed"
-    assert "backdoor pattern" in result.summary
+    assert "backdoor" in result.summary
 
 
 def test_label_flips_are_not_a_backdoor_pattern():
