@@ -89,10 +89,17 @@ class Prepared:
     matrix: np.ndarray | None = None  # standardized features, one row per distinct vector (None without kNN)
     views: dict[str, np.ndarray] = field(default_factory=dict)  # robust z of IsolationForest / Mahalanobis per vector
     notes: list[str] = field(default_factory=list)
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # numeric columns as floats, converted once
 
     @property
     def rows(self) -> int:
         return len(self.data)
+
+    def numeric(self, column: str) -> np.ndarray:
+        """The column as floats (NaN where empty or not a number), converted once per run."""
+        if column not in self.values:
+            self.values[column] = numeric(self.data[column])
+        return self.values[column]
 
 
 def label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
@@ -103,10 +110,11 @@ def label_codes(labels: pd.Series) -> tuple[np.ndarray, list[object]]:
     return codes.astype(int), [jsonable(u) for u in uniques]
 
 
-def varies(series: pd.Series) -> bool:
-    """More than one distinct non-empty value (min/max for numbers: nunique hashes a million floats slowly)."""
+def varies(series: pd.Series, converted: dict[str, np.ndarray]) -> bool:
+    """More than one distinct non-empty value (min/max for numbers: nunique hashes a million floats slowly);
+    numeric columns are kept in `converted`."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        values = numeric(series)
+        values = converted[series.name] = numeric(series)
         values = values[np.isfinite(values)]
         return values.size > 0 and values.min() != values.max()
     return series.nunique(dropna=True) > 1
@@ -134,7 +142,8 @@ def log_shift(values: np.ndarray) -> float | None:
 def prepare(context: Context, settings: PoisoningSettings) -> Prepared | tuple[str, list[str]]:
     """The shared inputs of the detectors, or (reason, ignored columns) when there is nothing to check."""
     data, n = context.data, len(context.data)
-    usable = [c for c in context.features if varies(data[c])]
+    converted: dict[str, np.ndarray] = {}
+    usable = [c for c in context.features if varies(data[c], converted)]
     constant = [c for c in context.features if c not in usable]
     columns = split_columns(data, usable)
     ignored = [*constant, *columns.ignored]
@@ -152,7 +161,7 @@ def prepare(context: Context, settings: PoisoningSettings) -> Prepared | tuple[s
         if len(class_names) < 2:
             notes.append(f"'{context.target}' has fewer than 2 classes: label-based checks find nothing")
 
-    log_columns = {c: shift for c in columns.numeric if (shift := log_shift(numeric(data[c]))) is not None}
+    log_columns = {c: shift for c in columns.numeric if (shift := log_shift(converted[c])) is not None}
     context.progress(f"poisoning: grouping {n:,} rows by feature vector")
     group_of, groups = _groups(as_text_categories(data, columns))
     low = np.full(len(groups), np.iinfo(np.int64).max)
@@ -160,7 +169,7 @@ def prepare(context: Context, settings: PoisoningSettings) -> Prepared | tuple[s
     np.minimum.at(low, group_of, codes)
     np.maximum.at(high, group_of, codes)
     prepared = Prepared(data, columns, sampled, codes, class_names, log_columns, group_of, groups,
-                        np.where(low == high, low, -1), notes=notes)
+                        np.where(low == high, low, -1), notes=notes, values=converted)
     if len(groups) >= 3 * settings.k:
         matrix = _matrix(data, sampled, log_columns, groups.reps, context.seed)
         context.progress(f"poisoning: IsolationForest and Mahalanobis distance over {len(groups):,} distinct rows")

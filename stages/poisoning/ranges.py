@@ -86,7 +86,7 @@ def detect(prep: Prepared, settings: PoisoningSettings, reference: pd.DataFrame 
             detection.details["reference_missing_columns"] = missing
             prep.notes.append(f"columns missing from the reference, not range-checked: {', '.join(missing)}")
     for column in prep.columns.numeric:
-        values = numeric(prep.data[column])
+        values = prep.numeric(column)
         present = np.isfinite(values)
         if reference is not None:
             if column not in reference.columns:
@@ -141,7 +141,8 @@ def _against_itself(detection: Detection, hits: RangeHits, prep: Prepared, setti
                    f"robust z {z[row]:.1f}{' on log scale' if logged else ''})",
             row=int(row), column=column, score=float(z[row]), detector="range"))
         hits.cells.append((int(row), column, prep.data[column].iloc[row], direction))
-    return {"flagged": int(out.sum()), "expected": tail_expectation(z[present], settings.robust_z, censored=True)}
+    flagged = int(out.sum())  # the tail is fitted only where there is something to judge (cost in columns)
+    return {"flagged": flagged, "expected": tail_expectation(z[present], settings.robust_z, censored=True) if flagged else 0.0}
 
 
 def _against_reference(detection: Detection, hits: RangeHits, prep: Prepared, settings: PoisoningSettings, column: str,
@@ -172,7 +173,7 @@ def _against_reference(detection: Detection, hits: RangeHits, prep: Prepared, se
         hits.cells.append((int(row), column, prep.data[column].iloc[row], "above" if v > high else "below"))
     # The reference's own tails, extrapolated to the bounds, say how many values of this size to expect.
     expected = 0.0
-    if scale > 0:
+    if scale > 0 and out.any():
         z = (ref_scaled - med) / scale
         for bound, sign in ((high, 1.0), (low, -1.0)):
             if logged and bound <= 0:

@@ -47,7 +47,7 @@ class PoisoningStage:
         range_det, hits = ranges.detect(prep, s, context.reference)
         context.progress(f"poisoning: duplicates over {prep.rows:,} rows")
         dup_det = duplicates.detect(prep, s)
-        trig_det, clusters = trigger_cluster.detect(prep, s, hits)
+        trig_det, clusters = trigger_cluster.detect(prep, s, hits, context.reference, context.target)
         dens_det, knn_z = density.detect(prep, s)
         iso_det, combined = isolation.detect(prep, s, knn_z, dens_det.rows)
         lc_det, patterns = label_conditional.detect(prep, s, trig_det.rows)

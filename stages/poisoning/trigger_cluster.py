@@ -11,6 +11,9 @@ plus a minimum effect (odds ratio MIN_ODDS_RATIO and a purity MIN_SHARE_GAP abov
 share): a band of concavity that is all malignant where its neighbours are 94 % malignant is not a
 trigger. The feature neighbourhood decides when the group's rows have neighbours outside it; for a
 value far out (its rows each other's neighbours) the larger of the other two stands in.
+
+Second, with a reference, `_value_excess`: an ordinary value held by more rows of one label than
+the reference predicts, the signature of an in-range backdoor.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import math
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 
 from secure_pipeline.features import MAX_CATEGORIES
 from secure_pipeline.stage import Finding
 
 from ._common import ALPHA, MAX_DETAIL_ITEMS, MIN_ODDS_RATIO, Detection, binomial_tail, fmt, numeric, odds_ratio
 from ._prepare import Prepared
+from ._value_excess import surplus_groups
 from .ranges import RangeHits
 from .settings import PoisoningSettings
 
@@ -34,8 +39,10 @@ SPIKE_FACTOR = 4  # an exact value of a many-valued column held by this many tim
 MIN_SHARE_GAP = 0.25  # minimum effect, with MIN_ODDS_RATIO: the group's purity above the expected share by this much
 
 
-def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits) -> tuple[Detection, list[dict]]:
-    """Trigger clusters, each a group of rows whose label share is anomalous for its neighbourhood."""
+def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits, reference: pd.DataFrame | None,
+           target: str) -> tuple[Detection, list[dict]]:
+    """Trigger clusters: groups of rows whose label share is anomalous for their neighbourhood, and values with a
+    surplus of one label over their baseline (the reference, or the column's neighbouring values)."""
     detection = Detection("trigger_cluster")
     detection.baseline = {"kind": "neighbourhood", "compared_with": "the label share among the group's nearest rows in "
                           "feature space outside it; where it has none, the larger of the share among rows with the "
@@ -92,6 +99,19 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits) -
         detection.findings.extend(Finding(reason=description, row=int(row), column=column, score=score,
                                           detector="trigger_cluster") for row in rows)
         taken.update(int(r) for r in rows)
+    for group in surplus_groups(prep, settings, reference, target, taken):
+        description = (f"backdoor trigger: {group['value']} held by {group['observed']} rows labelled "
+                       f"{group['label']!r} where {group['compared_with']} predict {group['expected']:.1f} "
+                       f"(p={group['p_value']:.1e})")
+        clusters.append({"description": description, "column": group["column"], "value": group["value"],
+                         "rows": int(group["rows"].size), "label": group["label"], "observed": group["observed"],
+                         "expected": group["expected"], "compared_with": group["compared_with"],
+                         "p_value": group["p_value"], "ratio": finite(group["ratio"]),
+                         "outvoted": group["outvoted"], "outvoted_expected": group["outvoted_expected"],
+                         "first_rows": [int(r) for r in group["rows"][:MAX_DETAIL_ITEMS]]})
+        score = float(min(50.0, -math.log10(max(group["p_value"], 1e-300))))
+        detection.findings.extend(Finding(reason=description, row=int(row), column=group["column"], score=score,
+                                          detector="trigger_cluster") for row in group["rows"])
     detection.details.update({"clusters": len(clusters), "candidates": len(candidates),
                               "pure_groups_explained_by_neighbourhood": int(strong)})
     detection.decisive = bool(clusters)
@@ -128,7 +148,7 @@ def _value_share(prep: Prepared, column: str, rows: np.ndarray, label: int) -> f
     """Share of `label` among the labelled rows with the nearest values below and above the group's (numeric columns)."""
     if column not in prep.columns.numeric:
         return None
-    values = numeric(prep.data[column])
+    values = prep.numeric(column)
     inside = np.zeros(values.size, dtype=bool)
     inside[rows] = True
     mine = values[rows]
