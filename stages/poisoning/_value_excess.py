@@ -2,8 +2,9 @@
 
 An in-range backdoor sets an ordinary value (an age of 65, a price of 97) on a few percent of the
 rows and gives them one label. The value then has more rows than it should, and the surplus is all
-one label. The baseline of a value's rows per label is the trusted reference: the value's share of
-the reference and the label shares of the reference rows holding it (or nearest to it). Without a
+one label. The baseline of a value's rows per label is the trusted reference: the same value and
+label's rows there (a two-sample test; in a continuous column only a value repeated many times can
+reach significance, natural repeats such as prices are in the reference too). Without a
 reference there is no such baseline in the batch: a column's neighbouring values were tried and
 flagged strong predictors and zero-inflated values on clean data (OJ prices, randhie, Auto). The expectation of the tested
 label is scaled by how far the value's other labels exceed theirs, so heaping (ages reported as
@@ -18,24 +19,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._common import ALPHA, count_excess, fmt, numeric
+from ._common import ALPHA, MIN_EXCESS_ROWS, MIN_RATIO, count_excess, fmt, numeric
 from ._prepare import Prepared
 from .settings import PoisoningSettings
 
-NEAREST_REFERENCE_ROWS = 20  # label shares near a value the reference holds fewer rows of than this
 
 
 def surplus_groups(prep: Prepared, settings: PoisoningSettings, reference: pd.DataFrame | None,
                    target: str, taken: set[int]) -> list[dict]:
     """Groups (rows of one value and one label) whose count exceeds the baseline significantly; most significant first."""
-    labelled = prep.codes >= 0
-    classes = len(prep.class_names)
-    if classes < 2 or labelled.sum() < 4 * settings.min_cluster_size:
+    if (len(prep.class_names) < 2 or (prep.codes >= 0).sum() < 4 * settings.min_cluster_size
+            or reference is None or target not in reference.columns):
         return []
-    if reference is None or target not in reference.columns:
-        return []
-    lookup = {str(name): code for code, name in enumerate(prep.class_names)}
-    ref_codes = reference[target].map(lambda v: lookup.get(str(v), -1) if pd.notna(v) else -1).to_numpy(dtype=int)
+    lookup = {_label_key(name): code for code, name in enumerate(prep.class_names)}
+    ref_codes = np.array([lookup.get(_label_key(v), -1) if pd.notna(v) else -1 for v in reference[target]], dtype=int)
     tests: list[dict] = []
     for column in prep.sampled.used:
         is_numeric = column in prep.sampled.numeric
@@ -54,7 +51,7 @@ def surplus_groups(prep: Prepared, settings: PoisoningSettings, reference: pd.Da
         narrowed, p_value, _ = count_excess(int(outvoted.size), expected, len(surplus))
         if narrowed:
             rows = outvoted
-        test.update(rows=rows, outvoted=int(outvoted.size), outvoted_expected=expected, outvoted_p_value=p_value)
+        test.update(rows=rows, outvoted=int(outvoted.size), outvoted_expected=float(expected), outvoted_p_value=p_value)
         found.append(test)
         taken.update(int(r) for r in rows)
     return found
@@ -81,58 +78,50 @@ def _outvoted_excess(prep: Prepared, rows: np.ndarray, label: int) -> tuple[np.n
     return outvoted_rows, base * rows.size, base
 
 
+def _label_key(value: object) -> str:
+    """A label as text, numbers normalized (1, 1.0 and "1" are one class whatever the file's dtype)."""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _codes_of(values: pd.Series, is_numeric: bool) -> np.ndarray:
     return numeric(values) if is_numeric else values.astype("string").to_numpy(dtype=object, na_value=None)
 
 
-def _surplus(prep: Prepared, column: str, value: object, holders: np.ndarray, expected_rows: float,
-             shares: np.ndarray, source: str) -> dict | None:
-    """The label with the largest surplus among `holders` against `expected_rows` x `shares`, scaled by the others."""
-    observed = np.bincount(prep.codes[holders], minlength=len(shares))
-    expected = expected_rows * shares
-    label = int(np.argmax(observed - expected))
-    others = observed.sum() - observed[label]
-    expected_others = expected.sum() - expected[label]
-    scale = max(1.0, others / expected_others) if expected_others > 0 else 1.0
-    expect = float(expected[label] * scale)
-    decisive, p_value, ratio = count_excess(int(observed[label]), expect)
-    if not observed[label]:
-        return None
-    rows = holders[prep.codes[holders] == label]
-    return {"column": column, "value": f"{column}={fmt(value)}", "label": prep.class_names[label], "rows": rows,
-            "observed": int(observed[label]), "expected": expect, "p_value": p_value, "ratio": ratio,
-            "decisive": decisive, "compared_with": source}
-
-
 def _against_reference(prep: Prepared, settings: PoisoningSettings, column: str, is_numeric: bool,
                        ref_values: pd.Series, ref_codes: np.ndarray) -> list[dict]:
-    """Each value held by min_cluster_size rows, against its frequency and label shares in the reference."""
+    """Each value held by min_cluster_size rows: its rows of each label in the data against
+    those in the reference, a two-sample (conditional binomial) test, so the reference's own sampling noise at a
+    rare value counts. The tested label's expected share is scaled by the surplus of the value's other labels."""
+    from scipy.stats import binom
+
     values = _codes_of(prep.data[column], is_numeric)
     ref = _codes_of(ref_values, is_numeric)
-    labelled = prep.codes >= 0
+    present = (prep.codes >= 0) & pd.notna(values)
     ref_ok = (ref_codes >= 0) & pd.notna(ref)
+    kind = float if is_numeric else str
+    distinct, counts = np.unique(values[present].astype(kind), return_counts=True)
     if ref_ok.sum() < 4 * settings.min_cluster_size:
         return []
     classes = len(prep.class_names)
-    prior = (np.bincount(ref_codes[ref_ok], minlength=classes) + 0.5) / (ref_ok.sum() + 0.5 * classes)
-    present = labelled & pd.notna(values)
-    distinct, counts = np.unique(values[present].astype(float if is_numeric else str), return_counts=True)
-    many_valued = distinct.size > 50
+    n_data, n_ref = int(present.sum()), int(ref_ok.sum())
     out = []
     for value in distinct[counts >= settings.min_cluster_size]:
         holders = np.flatnonzero(present & (values == value))
-        at_value = ref_ok & (ref == value)
-        ref_count = int(at_value.sum())
-        frequency = (max(ref_count, 1) if many_valued else ref_count + 0.5) / ref_ok.sum()
-        if ref_count >= NEAREST_REFERENCE_ROWS or not is_numeric:
-            near = at_value
-        else:  # the reference rows nearest to the value stand in for the few holding it
-            order = np.argsort(np.abs(ref.astype(float) - float(value)) + np.where(ref_ok, 0, np.inf), kind="stable")
-            near = np.zeros(ref.size, dtype=bool)
-            near[order[:NEAREST_REFERENCE_ROWS]] = True
-            near &= ref_ok
-        shares = (np.bincount(ref_codes[near], minlength=classes) + prior) / (near.sum() + 1)
-        test = _surplus(prep, column, value, holders, frequency * present.sum(), shares, "the reference")
-        if test is not None:
-            out.append(test)
+        in_data = np.bincount(prep.codes[holders], minlength=classes)
+        in_ref = np.bincount(ref_codes[ref_ok & (ref == value)], minlength=classes)
+        label = int(np.argmax(in_data / n_data - in_ref / n_ref))
+        others = (in_data.sum() - in_data[label] + 0.5) / n_data / ((in_ref.sum() - in_ref[label] + 0.5) / n_ref)
+        share = n_data * max(1.0, others) / (n_data * max(1.0, others) + n_ref)  # of the (value, label) rows, in the data
+        trials = int(in_data[label] + in_ref[label])
+        p_value = float(binom.sf(in_data[label] - 1, trials, share))
+        expected = (in_ref[label] + 0.5) * n_data / n_ref * max(1.0, others)  # what the reference predicts here
+        ratio = in_data[label] / expected
+        decisive = bool(ratio >= MIN_RATIO and in_data[label] - expected >= MIN_EXCESS_ROWS)
+        out.append({"column": column, "value": f"{column}={fmt(value)}", "label": prep.class_names[label],
+                    "rows": holders[prep.codes[holders] == label], "observed": int(in_data[label]),
+                    "in_reference": int(in_ref[label]), "expected": expected, "p_value": p_value, "ratio": ratio,
+                    "decisive": decisive, "compared_with": "the reference"})
     return out

@@ -101,11 +101,11 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits, r
         taken.update(int(r) for r in rows)
     for group in surplus_groups(prep, settings, reference, target, taken):
         description = (f"backdoor trigger: {group['value']} held by {group['observed']} rows labelled "
-                       f"{group['label']!r} where {group['compared_with']} predict {group['expected']:.1f} "
-                       f"(p={group['p_value']:.1e})")
+                       f"{group['label']!r} where the reference ({group['in_reference']} such rows) predicts "
+                       f"{group['expected']:.1f} (p={group['p_value']:.1e})")
         clusters.append({"description": description, "column": group["column"], "value": group["value"],
                          "rows": int(group["rows"].size), "label": group["label"], "observed": group["observed"],
-                         "expected": group["expected"], "compared_with": group["compared_with"],
+                         "in_reference": group["in_reference"], "expected": float(group["expected"]), "compared_with": group["compared_with"],
                          "p_value": group["p_value"], "ratio": finite(group["ratio"]),
                          "outvoted": group["outvoted"], "outvoted_expected": group["outvoted_expected"],
                          "first_rows": [int(r) for r in group["rows"][:MAX_DETAIL_ITEMS]]})

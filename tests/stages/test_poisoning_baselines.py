@@ -224,3 +224,25 @@ def test_failure_messages_say_what_to_do_next(with_reference):
     assert result.status == "failed"
     assert "poisoning.robust_z" in result.summary or "poisoning.range_margin" in result.summary
     assert "--reference" in result.summary
+
+
+def test_with_a_reference_a_value_with_a_surplus_of_one_label_is_a_trigger():
+    # A hard target (neighbours say little) where 4 % of the rows get an ordinary age and one label: the
+    # reference's rows of that age say how many of that label to expect.
+    def survey(rows: int, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        frame = pd.DataFrame({"age": rng.integers(20, 70, rows), "score": rng.normal(size=rows).round(2)})
+        frame["y"] = (frame["score"] + rng.normal(0, 2, rows) > 0).astype(int)
+        return frame
+
+    data, reference = survey(1500, 12), survey(1500, 13)
+    victims = np.random.default_rng(14).choice(np.flatnonzero(data["y"] == 0), 60, replace=False)
+    data.loc[victims, "age"] = 45
+    data.loc[victims, "y"] = 1
+    result = run(data, reference=reference)
+    assert result.status == "failed", result.summary
+    (cluster,) = [c for c in result.details["clusters"] if c.get("compared_with") == "the reference"]
+    assert cluster["value"] == "age=45" and cluster["label"] == 1 and cluster["p_value"] < 1e-3
+    assert set(victims.tolist()) <= rows_by(result, "trigger_cluster")
+    clean = run(survey(1500, 15), reference=reference)
+    assert clean.status != "failed", clean.summary
