@@ -123,10 +123,10 @@ def _disagreement(prep: Prepared, near_distance: float) -> tuple[float, float, s
     closest = np.argsort(dist, kind="stable")[:max(MIN_CLOSEST_PAIRS, int(CLOSEST_PAIRS_SHARE * ok.sum()))]
     # Disagreement grows with distance where the label is a smooth function of the features: a line through
     # the closest pairs, read at distance 0 (exact duplicates) and at near_duplicate_distance (near ones).
-    if np.ptp(dist[closest]) > 0:
-        slope, intercept = np.polyfit(dist[closest], disagree[closest], 1)
-    else:
-        slope, intercept = 0.0, float(disagree[closest].mean())
+    x, y = dist[closest], disagree[closest]
+    spread = float(np.var(x))
+    slope = float(np.mean((x - x.mean()) * (y - y.mean()))) / spread if spread > 0 else 0.0
+    intercept = float(y.mean()) - slope * float(x.mean())
     floor = 1 / (closest.size + 2)
     exact = float(min(max(intercept, floor), permutation))
     near = float(min(max(intercept + max(slope, 0.0) * near_distance, floor), permutation))
