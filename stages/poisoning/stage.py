@@ -100,15 +100,14 @@ class PoisoningStage:
                  with_reference: bool, champion: dict | None) -> str:
         """What was flagged, what blocks and why (with what to do next), or why it only warns."""
         n = prep.rows
-        if not flagged:
-            return f"no suspicious rows among {n:,}"
         counts = ", ".join(f"{name} {len(d.rows)}" for name, d in detectors.items())
-        summary = f"{len(flagged)} of {n:,} rows flagged ({len(flagged) / n:.1%}; {counts})"
+        summary = f"{len(flagged)} of {n:,} rows flagged ({len(flagged) / n:.1%}; {counts})" if flagged else \
+            f"no suspicious rows among {n:,}"
         blocking = [d for d in detectors.values() if d.decisive]
         if blocking:
             summary += ": " + "; ".join(f"{d.name}: {d.verdict}" for d in blocking)
             summary += "".join(f"; {c['description']}" for c in clusters[:3])
-        else:
+        elif flagged:
             rate = self.settings.max_flagged_rate
             expected = rate * n
             allowed = expected + 3 * math.sqrt(expected * (1 - rate))
@@ -120,12 +119,13 @@ class PoisoningStage:
                         f"{', the champion' if champion else ''})")
             if missing:
                 summary += f"; {' or '.join(missing)} would make these counts decisive"
-        dup = detectors["duplicates"].details
-        if dup["conflicting_groups"] or dup["near_conflicting_groups"]:
-            summary += (f"; {dup['conflicting_groups']} exact and {dup['near_conflicting_groups']} near duplicate "
-                        "group(s) with conflicting labels")
-        if dup["floods"]:
-            summary += f"; {dup['floods']} duplicate flood(s)"
+        dup = detectors["duplicates"]
+        explained = "" if dup.decisive else ", within what the data's coarseness explains"
+        if dup.details["conflicting_groups"] or dup.details["near_conflicting_groups"]:
+            summary += (f"; {dup.details['conflicting_groups']} exact and {dup.details['near_conflicting_groups']} near "
+                        f"duplicate group(s) with conflicting labels{explained}")
+        if dup.details["floods"]:
+            summary += f"; {dup.details['floods']} vector(s) repeated more than poisoning.max_duplicate_copies{explained}"
         missing_columns = detectors["range"].details.get("reference_missing_columns")
         if missing_columns:
             summary += f"; not in the reference, so not range-checked: {', '.join(missing_columns)}"
