@@ -176,5 +176,6 @@ def count_excess(observed: int, expected: float, tests: int = 1) -> tuple[bool, 
     return bool(decisive), p_value, ratio
 
 
-def finite_or_none(value: float) -> float | None:
+def finite(value: float) -> float | None:
+    """The value as a float JSON can hold, None when infinite or NaN."""
     return float(value) if math.isfinite(value) else None

@@ -16,7 +16,7 @@ import numpy as np
 
 from secure_pipeline.stage import Finding
 
-from ._common import MAX_DETAIL_ITEMS, Detection, count_excess, tail_expectation
+from ._common import MAX_DETAIL_ITEMS, Detection, count_excess, finite, tail_expectation
 from ._prepare import Groups, Neighbours, Prepared
 from .settings import PoisoningSettings
 
@@ -86,7 +86,7 @@ def detect(prep: Prepared, settings: PoisoningSettings) -> tuple[Detection, np.n
                           "a block blocks when the global views (IsolationForest, Mahalanobis) put more of its rows as far out "
                           "than the tail of the other rows' scores predicts",
                           "isolated_vectors": int(isolated.size), "expected": round(expected, 3), "p_value": p_value,
-                          "ratio": ratio if math.isfinite(ratio) else None}
+                          "ratio": finite(ratio)}
     detection.decisive = decisive or bool(apart)
     if decisive:
         detection.verdict = (f"{isolated.size} isolated rows where the tail of the data's own kNN distances predicts "

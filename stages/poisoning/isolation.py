@@ -9,13 +9,11 @@ digits or breast_cancer table with a few more natural outliers than a fixed limi
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from secure_pipeline.stage import Finding
 
-from ._common import Detection, count_excess, tail_expectation
+from ._common import Detection, count_excess, finite, tail_expectation
 from ._prepare import Prepared
 from .settings import PoisoningSettings
 
@@ -46,7 +44,7 @@ def detect(prep: Prepared, settings: PoisoningSettings, knn_z: np.ndarray | None
                               "contamination_estimate": float(hits.size / combined.size)})
     detection.baseline = {"kind": "batch_tail", "compared_with": "the upper tail of the batch's own combined outlier scores",
                           "outlying_vectors": int(hits.size), "expected": round(expected, 3), "p_value": p_value,
-                          "ratio": ratio if math.isfinite(ratio) else None}
+                          "ratio": finite(ratio)}
     detection.decisive = decisive
     detection.verdict = (
         f"{hits.size} outliers where the tail of the data's own outlier scores predicts {expected:.1f} (p={p_value:.1e}); "

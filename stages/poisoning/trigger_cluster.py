@@ -27,7 +27,7 @@ import pandas as pd
 from secure_pipeline.features import MAX_CATEGORIES
 from secure_pipeline.stage import Finding
 
-from ._common import ALPHA, MAX_DETAIL_ITEMS, MIN_ODDS_RATIO, Detection, binomial_tail, fmt, numeric, odds_ratio
+from ._common import ALPHA, MAX_DETAIL_ITEMS, MIN_ODDS_RATIO, Detection, binomial_tail, finite, fmt, numeric, odds_ratio
 from ._prepare import Prepared
 from ._value_excess import surplus_groups
 from .ranges import RangeHits
@@ -122,10 +122,6 @@ def detect(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHits, r
     return detection, clusters
 
 
-def finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 def _feature_share(prep: Prepared, rows: np.ndarray, label: int) -> float | None:
     """Share of `label` among the group's kNN neighbours outside the group (None when too few lie outside)."""
     nb = prep.neighbours
@@ -192,7 +188,7 @@ def _candidates(prep: Prepared, settings: PoisoningSettings, range_hits: RangeHi
             rows = np.flatnonzero((series == value).to_numpy(dtype=bool, na_value=False))
             candidates.append((f"{column}={fmt(value)}", rows, column))
     for column in columns.numeric:
-        values = numeric(data[column])
+        values = prep.numeric(column)
         distinct, counts = np.unique(values[np.isfinite(values)], return_counts=True)  # sorting beats hashing floats
         if distinct.size <= MAX_CATEGORIES:
             continue
