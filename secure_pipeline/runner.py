@@ -202,8 +202,30 @@ def _logger() -> Callable[[StageResult], None]:
             tracking.log_json(gate.check_json(result), f"{tracking.ARTIFACT_DIR}/stages/{result.name}.json")
         for path in result.artifacts.values():
             tracking.log_file(path, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
+        if result.outputs.get("reference_expectations"):
+            with tempfile.TemporaryDirectory(prefix="secure-pipeline-suite-") as workdir:
+                suite = _write_suite(result.outputs["reference_expectations"], Path(workdir))
+                tracking.log_file(suite, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
 
     return log
+
+
+def _write_suite(expectations: list[dict[str, Any]], workdir: Path) -> Path:
+    """A stage's reference expectations (dicts with `type` between/in_set) as a Great Expectations suite file."""
+    import json
+
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    items = [
+        gxe.ExpectColumnValuesToBeBetween(column=e["column"], min_value=float(e["min_value"]), max_value=float(e["max_value"]))
+        if e["type"] == "between" else gxe.ExpectColumnValuesToBeInSet(column=e["column"], value_set=list(e["value_set"]))
+        for e in expectations
+    ]
+    suite = gx.ExpectationSuite(name="secure_pipeline_poisoning_reference", expectations=items)
+    path = workdir / "reference-expectations.json"
+    path.write_text(json.dumps(suite.to_json_dict(), default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult]) -> None:
