@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
@@ -197,16 +197,34 @@ def download_model(uri: str, destination: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
 
 
-def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path | None:
-    """Download one run artifact, or None when the run has no such artifact."""
+def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: Path) -> dict[str, Path | None]:
+    """Download the named files of a run's artifacts into `destination`: one run lookup and one listing
+    per folder, then one transfer per file. An artifact is None only when the store's listing says the
+    run does not have it; a store that cannot be reached or read raises `InfrastructureError`, so an
+    outage is never mistaken for "the run never logged it"."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     destination.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Path | None] = dict.fromkeys(artifacts)
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(destination)))
-    except (MlflowException, OSError):
-        return None
+        run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise InfrastructureError(f"MLflow failed while looking up run {run_id}: {exc.message}") from exc
+        run = None  # the store answered: there is no such run, so it holds no artifacts
+    if run is None:
+        return found
+    with infrastructure_errors(f"reading the artifacts of run {run_id}"):
+        repository = get_artifact_repository(run.info.artifact_uri)
+        listed: dict[str, set[str]] = {}
+        for artifact in artifacts:
+            folder = artifact.rpartition("/")[0]
+            if folder not in listed:
+                listed[folder] = {entry.path for entry in repository.list_artifacts(folder or None) if not entry.is_dir}
+            found[artifact] = Path(repository.download_artifacts(artifact, str(destination))) if artifact in listed[folder] else None
+    return found
 
 
 def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
