@@ -6,9 +6,11 @@ MLflow and network errors are turned into `InfrastructureError` here, at the bou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -95,19 +97,33 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
         mlflow.end_run()
 
 
+_REFUSED_KEY_CHARACTERS = re.compile(r"[^\w.\- ]")
+MAX_KEY_LENGTH = 250  # MLflow's limit for metric and param keys
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as a metric or param key MLflow accepts (letters, digits, `_ - . ` and spaces, at most
+    250 characters). Other characters, e.g. of a column named `x'); DROP TABLE runs;--`, become `_`,
+    and 8 hex digits of the original's SHA-256 keep two such names apart. Evidence keeps the original."""
+    safe = _REFUSED_KEY_CHARACTERS.sub("_", name)
+    if safe == name and len(name) <= MAX_KEY_LENGTH:
+        return name
+    return f"{safe[:MAX_KEY_LENGTH - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     with infrastructure_errors("logging params"):
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_params({mlflow_key(k): str(v)[:6000] for k, v in params.items()})
 
 
 def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
-    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate`."""
+    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate` (keys made acceptable by `mlflow_key`)."""
     import mlflow
 
     with infrastructure_errors("logging metrics"):
-        mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(f"{prefix}.{k}"): float(v) for k, v in metrics.items()})
 
 
 def set_note(markdown: str) -> None:
