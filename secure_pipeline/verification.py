@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from secure_pipeline import signing, tracking  # attestation and scanning are imported on use: fast `verify DIR`
 from secure_pipeline.errors import BadInputError, CheckFailedError
 
+T = TypeVar("T")
 # What verification reads from the model version's source run, fetched in one listing.
 RUN_ARTIFACTS = (tracking.SIGNATURE_ARTIFACT, tracking.ATTESTATION_ARTIFACT, tracking.EVIDENCE_ARTIFACT, tracking.BOM_ARTIFACT)
 
@@ -101,18 +103,32 @@ def verify_registered(
     is then None)."""
     material = make_trust(public_key, **trust)
     if workdir is not None:
-        return _verify_into(uri, material, tracking_uri, Path(workdir))
+        return _verify_into(uri, material, tracking_uri, Path(workdir))[0]
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-verify-") as scratch:
-        return replace(_verify_into(uri, material, tracking_uri, Path(scratch)), local_path=None)
+        return replace(_verify_into(uri, material, tracking_uri, Path(scratch))[0], local_path=None)
 
 
-def _verify_into(uri: str, material: signing.Trust, tracking_uri: str | None, workdir: Path) -> VerifiedModel:
-    """`verify_registered`, downloading into `workdir` (model files in `workdir/model`)."""
-    from secure_pipeline import attestation
+def _verify_into(
+    uri: str, material: signing.Trust, tracking_uri: str | None, workdir: Path, alongside: Callable[[Path], T] | None = None
+) -> tuple[VerifiedModel, T | None]:
+    """`verify_registered`, downloading into `workdir` (model files in `workdir/model`).
 
+    `alongside(model_dir)` (e.g. the scan) runs in a second thread while the signature is checked, on
+    the same downloaded files; its result is returned only when verification succeeds. Hashing
+    releases the GIL, so on two cores the two reads of the files overlap."""
     tracking.connect(tracking_uri)
     entry = tracking.find_version(uri)
     model_dir = tracking.download_model(f"models:/{entry.name}/{entry.version}", workdir / "model")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # leaving the block waits for `alongside`, even on failure
+        side = pool.submit(alongside, model_dir) if alongside else None
+        verified = _check_release(uri, entry, model_dir, material, workdir)
+        return verified, side.result() if side else None
+
+
+def _check_release(uri: str, entry: tracking.RegisteredVersion, model_dir: Path, material: signing.Trust, workdir: Path) -> VerifiedModel:
+    """The signature over `model_dir`, the attestation, the attested evidence and ML-BOM, and the tags."""
+    from secure_pipeline import attestation
+
     where = f"{uri} (version {entry.version})"
     logged = tracking.download_run_artifacts(entry.run_id, RUN_ARTIFACTS, workdir / "run")
     bundle = logged[tracking.SIGNATURE_ARTIFACT]
@@ -197,8 +213,7 @@ def load_verified(
 
     material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-load-") as scratch:
-        model_dir = _verify_into(uri, material, tracking_uri, Path(scratch)).local_path
-        scan = scanning.scan_path(model_dir)
+        verified, scan = _verify_into(uri, material, tracking_uri, Path(scratch), alongside=scanning.scan_path)
         if not scan.clean:
             raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
-        return _load_audited(model_dir, uri)
+        return _load_audited(verified.local_path, uri)

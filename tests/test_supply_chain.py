@@ -764,7 +764,7 @@ def test_an_unreachable_artifact_store_is_infrastructure_not_unsigned(tmp_path: 
     wanted = (tracking.SIGNATURE_ARTIFACT, tracking.EVIDENCE_ARTIFACT)
     with running_mlflow_server(tmp_path) as (uri, server):
         tracking.connect(uri)
-        with mlflow.start_run() as active:
+        with tracking.run("artifact-outage") as active:
             mlflow.log_text("a bundle", tracking.SIGNATURE_ARTIFACT)
         found = tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "up")
         assert found[tracking.SIGNATURE_ARTIFACT].read_text() == "a bundle"
