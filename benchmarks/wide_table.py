@@ -7,8 +7,9 @@ policy) for `--rows` rows × `--columns` float columns, to see which steps grow 
   two, written as CSV; a fresh sqlite store and development keys in a temporary folder.
 * Steps are delimited by the runner's own progress messages (`data gate: pii`, `model: explain`,
   `package: …`, `policy: …`), so each figure includes what the runner logs to MLflow for that step.
-* `--profile` also writes a cProfile dump of the whole run and prints, for each step, the five
-  functions of the project, scikit-learn, MLflow or Great Expectations with the most own time.
+* `--profile` also writes a cProfile dump of the whole run (open it with `pstats` to see a step's
+  callees) and prints the 25 functions of the project, scikit-learn, MLflow or Great Expectations
+  with the most own time.
 Run it at two or three column counts to see how each step grows (e.g. 250, 500, 1000).
 """
 
