@@ -144,21 +144,26 @@ def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.Data
     return frame, digest, ref
 
 
-def _check_model_input(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
-    """Refuse, before the data gate runs, input the classifier cannot take (exit 2, not minutes later)."""
-    from secure_pipeline.features import looks_like_regression
-
-    if "train" in config.model_stages and looks_like_regression(frame[target]):
-        raise BadInputError(
-            f"{data_path}: target column '{target}' looks continuous ({frame[target].nunique()} distinct numeric values), "
-            "but the train stage fits a classifier; pass a column of class labels to --target, or bin this one into classes first"
-        )
+def _check_finite_features(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """inf/-inf in a feature column is refused before any check runs: scikit-learn estimators (the
+    data gate's and the trained model's) refuse it, and silently imputing it would change the data."""
     features = frame.drop(columns=[target, *config.data.exclude], errors="ignore").select_dtypes("number")
     infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float, na_value=np.nan)).any()]
     if infinite:
         raise BadInputError(
             f"{data_path}: feature column(s) {infinite} hold inf/-inf, which scikit-learn estimators refuse; "
             "replace them with finite values (or empty cells for missing ones), or list the columns in data.exclude"
+        )
+
+
+def _check_classifier_target(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """A continuous target for the train stage's classifier is refused before the data gate runs."""
+    from secure_pipeline.features import looks_like_regression
+
+    if "train" in config.model_stages and looks_like_regression(frame[target]):
+        raise BadInputError(
+            f"{data_path}: target column '{target}' looks continuous ({frame[target].nunique()} distinct numeric values), "
+            "but the train stage fits a classifier; pass a column of class labels to --target, or bin this one into classes first"
         )
 
 
@@ -175,6 +180,7 @@ def scan_data(
     config = config or Config()
     frame, digest, ref = _read(Path(data), target, reference or config.data.reference)
     checks = gate.load_checks(config)
+    _check_finite_features(frame, target, config, Path(data))
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as workdir:
         context = _context(frame, ref, Path(data), target, config, Path(workdir), progress)
         if log_to_mlflow:
@@ -270,7 +276,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
     frame, dataset_sha, ref = _read(data_path, target, reference)
     data_stages, model_stages = _stages_for(config)
-    _check_model_input(frame, target, config, data_path)
+    _check_classifier_target(frame, target, config, data_path)
+    _check_finite_features(frame, target, config, data_path)
     packs = options.packs or config.policy.packs
     waivers = options.waivers or config.policy.waivers
     policy_dir = policy.check(options.policy or config.policy.dir, packs)

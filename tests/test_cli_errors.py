@@ -501,12 +501,15 @@ def test_run_with_a_continuous_target_is_bad_input_before_the_data_gate(capsys: 
     assert_registry_untouched(store)
 
 
-def test_run_with_infinite_feature_values_names_the_columns(capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "scan-data"])
+def test_infinite_feature_values_are_bad_input_naming_the_columns(command: str, capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    """They used to end in exit 3, `unexpected failure (ValueError: Input X contains infinity …)`."""
     columns = _features(120)
     columns["ratio"] = [float("inf") if i == 7 else 1.0 for i in range(120)]
     columns["c"][3] = float("-inf")
     data = _table(tmp_path / "inf.csv", columns)
-    code, out, err = run_main(capsys, "run", "--data", str(data), "--target", "label")
+    args = ["run", "--data", str(data)] if command == "run" else ["scan-data", str(data)]
+    code, out, err = run_main(capsys, *args, "--target", "label")
     assert_one_error(code, out, err, 2, str(data), "['c', 'ratio']", "inf", "data.exclude")
     assert "data gate" not in err
     assert_registry_untouched(store)
