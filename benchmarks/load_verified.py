@@ -152,8 +152,8 @@ def main() -> int:
     print(f"store: {root}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"model: ExtraTrees, {args.trees} trees on {args.rows} rows, skops file {model_size(root) / 2**20:.0f} MiB "
-          f"(trained and registered in {time.perf_counter() - start:.0f} s)")
+    made = "reused" if args.reuse else f"{args.trees} trees on {args.rows} rows, trained and registered in {time.perf_counter() - start:.0f} s"
+    print(f"model: ExtraTrees, skops file {model_size(root) / 2**20:.0f} MiB ({made})")
     uri = "models:/bench/1"
     for label, (plain, verified) in (("warm, in one process", warm(uri, public_key, args.runs)),
                                      ("whole process", whole_process(uri, public_key, root, args.runs))):
