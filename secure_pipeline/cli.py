@@ -205,6 +205,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
         _say(f"  warn [{warning.rule}]: {warning.message}")
     for problem in decision.waiver_problems:
         _say(f"  waiver problem: {problem['problem']}")
+    if decision.packages_without_rules:
+        _say(f"  note: no deny or warn rule in package(s) {', '.join(decision.packages_without_rules)}")
     return 0 if decision.allow else 1
 
 

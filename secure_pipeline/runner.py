@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
-from secure_pipeline import waivers as waivers_mod
+from secure_pipeline.policy import waivers as waivers_mod
 from secure_pipeline.config import Config, load_config
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
@@ -332,7 +332,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         document = {
             "schema": evidence_doc.SCHEMA,
             "created": evidence_doc.now(),
-            "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": _redact(uri)},
+            "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": tracking.redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
             "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped,
@@ -423,16 +423,6 @@ def _stage_json(result: StageResult) -> dict[str, Any]:
     if result.details:
         entry["details"] = dict(result.details)
     return entry
-
-
-def _redact(uri: str) -> str:
-    """Drop credentials from a tracking URI before it goes into evidence."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
 def _description(document: dict[str, Any], run_id: str, alias: str) -> str:

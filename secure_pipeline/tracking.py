@@ -45,12 +45,27 @@ def resolve_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+# MLflow retries a failed HTTP request 7 times with exponential backoff and waits up to 120 s per
+# request: a tracking server that dies mid-run was reported only ~500 s later. These bounds (the
+# user's own environment settings win) make a dead server an exit 3 within about 10 s, and a hung one
+# within a few minutes, while a slow artifact upload still has 60 s per request.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
 def connect(uri: str | None) -> str:
     """Point MLflow at the tracking store and check that it answers; raise `InfrastructureError` if not."""
     import mlflow
 
     uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _initialise_sqlite(uri)
     if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
                 response.read()
@@ -64,6 +79,31 @@ def connect(uri: str | None) -> str:
     return uri
 
 
+def _initialise_sqlite(uri: str) -> None:
+    """Create or migrate an embedded sqlite store under a file lock.
+
+    Two processes opening a fresh `mlflow.db` at once race in MLflow's schema migration
+    (`CommandError: Online migration expected to match one row`); the lock makes the second wait
+    until the first has created the tables. Later calls only open the store MLflow has cached for
+    the URI (the lock is taken each time, the migration happens once).
+    """
+    import fcntl
+
+    import mlflow
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    lock_path = database.with_name(database.name + ".lock")
+    try:
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with infrastructure_errors(f"opening the tracking store {uri}"):
+                client = mlflow.MlflowClient(uri, registry_uri=uri)
+                client.search_experiments(max_results=1)
+                client.search_registered_models(max_results=1)
+    except OSError as exc:
+        raise InfrastructureError(f"tracking store {uri}: cannot lock {lock_path} ({exc.strerror}); check the folder's permissions") from exc
+
+
 @contextlib.contextmanager
 def infrastructure_errors(action: str) -> Iterator[None]:
     """Translate MLflow, network and file-system failures during `action` into `InfrastructureError`."""
@@ -74,9 +114,45 @@ def infrastructure_errors(action: str) -> Iterator[None]:
     except SecurePipelineError:
         raise
     except MlflowException as exc:
-        raise InfrastructureError(f"MLflow failed while {action}: {exc.message.splitlines()[0] if exc.message else exc}") from exc
+        first = exc.message.splitlines()[0] if exc.message else str(exc)
+        if _unreachable(exc):
+            raise InfrastructureError(f"tracking server {_server()} unreachable while {action} ({_short(first)}); check that it is running and reachable") from exc
+        raise InfrastructureError(f"MLflow failed while {action}: {first}") from exc
     except (OSError, ConnectionError) as exc:
         raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow error comes from a server that did not answer (refused, reset, timed out)."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text
+
+
+def _server() -> str:
+    import mlflow
+
+    return redact(mlflow.get_tracking_uri())
+
+
+def redact(uri: str) -> str:
+    """Drop credentials from a tracking URI before it goes into evidence or a message."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextlib.contextmanager
@@ -91,10 +167,12 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     try:
         yield active
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        with contextlib.suppress(Exception):  # the original failure is what the caller must see
+            mlflow.end_run(status="FAILED")
         raise
     else:
-        mlflow.end_run()
+        with infrastructure_errors("ending the run"):
+            mlflow.end_run()
 
 
 _REFUSED_KEY_CHARACTERS = re.compile(r"[^\w.\- ]")
@@ -224,15 +302,15 @@ def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: P
 
     destination.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path | None] = dict.fromkeys(artifacts)
-    try:
-        run = mlflow.MlflowClient().get_run(run_id) if run_id else None
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise InfrastructureError(f"MLflow failed while looking up run {run_id}: {exc.message}") from exc
-        run = None  # the store answered: there is no such run, so it holds no artifacts
-    if run is None:
-        return found
     with infrastructure_errors(f"reading the artifacts of run {run_id}"):
+        try:
+            run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None  # the store answered: there is no such run, so it holds no artifacts
+        if run is None:
+            return found
         repository = get_artifact_repository(run.info.artifact_uri)
         listed: dict[str, set[str]] = {}
         for artifact in artifacts:

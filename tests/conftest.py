@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,45 +80,48 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root in `root`:
-    (its URI, its process), stopped on exit unless the caller stopped it already."""
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`); wait until it answers."""
     port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,  # its workers share the group
+        )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
+                return process, uri
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
+                stop_process(process)
                 raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a server started by `start_mlflow_server` and its workers (one process group); kill it
+    if it has not stopped within 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
     try:
-        yield uri, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` shared by the session."""
-    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
-        yield uri
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root."""
+    process, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    stop_process(process)
 
 
 @dataclass(frozen=True)

@@ -465,7 +465,7 @@ def test_unwritable_signature_path_is_bad_input(tmp_path: Path, capsys: pytest.C
 
 
 def test_evidence_keeps_the_sqlite_tracking_uri_as_given() -> None:
-    from secure_pipeline.runner import _redact
+    from secure_pipeline.tracking import redact as _redact
 
     assert _redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert _redact("https://user:secret@mlflow.example:5000/path") == "https://mlflow.example:5000/path"

@@ -737,42 +737,29 @@ def test_a_run_without_a_signature_is_never_signed(registry: dict, keys: KeyPair
         verification.verify_registered("models:/unsigned@champion", keys.public)
 
 
-def _wait_until_down(uri: str) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                time.sleep(0.5)
-        except OSError:
-            return
-    raise AssertionError(f"{uri} still answers after SIGTERM")
-
-
 def test_an_unreachable_artifact_store_is_infrastructure_not_unsigned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `mlflow server` serves a run's artifacts, then stops: that is an outage (exit 3), not
     "the run has no signature" (exit 1), which a stopped store used to be reported as."""
     import mlflow
 
     from secure_pipeline import tracking
-    from conftest import running_mlflow_server
+    from conftest import start_mlflow_server, stop_process
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     wanted = (tracking.SIGNATURE_ARTIFACT, tracking.EVIDENCE_ARTIFACT)
-    with running_mlflow_server(tmp_path) as (uri, server):
+    server, uri = start_mlflow_server(tmp_path)
+    try:
         tracking.connect(uri)
         with tracking.run("artifact-outage") as active:
             mlflow.log_text("a bundle", tracking.SIGNATURE_ARTIFACT)
         found = tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "up")
         assert found[tracking.SIGNATURE_ARTIFACT].read_text() == "a bundle"
         assert found[tracking.EVIDENCE_ARTIFACT] is None  # listed by the store as absent
-        server.terminate()
-        _wait_until_down(uri)
-        with pytest.raises(InfrastructureError, match=f"reading the artifacts of run|looking up run {active.info.run_id}"):
-            tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "down")
+    finally:
+        stop_process(server)
+    with pytest.raises(InfrastructureError, match=f"{uri} unreachable while reading the artifacts of run {active.info.run_id}"):
+        tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "down")
 
 
 # --------------------------------------------------------------------------------------------
