@@ -6,6 +6,7 @@ anyone with EDIT permission on a registered model can move an alias or edit a ta
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -170,14 +171,9 @@ def _check_release(uri: str, entry: tracking.RegisteredVersion, model_dir: Path,
     return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement)
 
 
-def _load_audited(model_dir: Path, uri: str) -> Any:
-    """Load the verified copy with skops' own untrusted-type check as the audit: every trusted type
-    recorded (and signed) in MLmodel must pass the allowlist, and skops refuses, before it builds any
-    object, a type the file needs that is not recorded. One walk of the skops file, not an audit walk
-    and then the load's. (The scanner has already held every .skops file's types to the allowlist.)"""
-    import mlflow.sklearn
+def _recorded_trusted_types(model_dir: Path, uri: str) -> dict[str, Any]:
+    """The sklearn flavor of the signed MLmodel, once every trusted type it records passes the allowlist."""
     import yaml
-    from skops.io.exceptions import UntrustedTypesFoundException
 
     from secure_pipeline import scanning
 
@@ -189,11 +185,72 @@ def _load_audited(model_dir: Path, uri: str) -> Any:
     refused = [t for t in recorded if not scanning.is_allowed_global(*t.rpartition(".")[::2])]
     if refused:
         raise CheckFailedError(f"{uri}: MLmodel trusts type(s) {', '.join(refused)}, which the allowlist refuses; refusing to load")
+    return flavor
+
+
+def _audit_needed_types(model_dir: Path, uri: str, flavor: dict[str, Any]) -> None:
+    """skops' untrusted-type listing of every .skops file: each type it needs must be recorded in
+    MLmodel (the allowlist held them all already: `_recorded_trusted_types`, and the scanner)."""
+    import skops.io
+
+    recorded = set(flavor.get("skops_trusted_types") or [])
+    for path in sorted(model_dir.rglob("*.skops")):
+        for type_name in skops.io.get_untrusted_types(file=path):
+            if type_name not in recorded:
+                raise CheckFailedError(f"{uri}: {path.name} needs type {type_name}, not among the trusted types recorded at training; refusing to load")
+
+
+def _load_audited(model_dir: Path, uri: str, flavor: dict[str, Any]) -> Any:
+    """Load the checked copy with skops' own untrusted-type check as the audit: skops refuses, before
+    it builds any object, a type the file needs that MLmodel does not record. One walk of the skops
+    file instead of `_audit_needed_types`' walk followed by the load's."""
+    import mlflow.sklearn
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     try:
         return mlflow.sklearn.load_model(str(model_dir))
     except UntrustedTypesFoundException as exc:
         needed = str(exc).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
         raise CheckFailedError(f"{uri}: {flavor.get('pickled_model')} needs type(s) {needed}, not among the trusted types recorded at training; refusing to load") from exc
+
+
+def _checked_copy(uri: str, material: signing.Trust, tracking_uri: str | None, workdir: Path) -> tuple[VerifiedModel, dict[str, Any]]:
+    """Verify into `workdir`, scan the same files while the signature is hashed, and check the
+    recorded trusted types against the allowlist. Returns the verified copy and its sklearn flavor."""
+    from secure_pipeline import scanning
+
+    verified, scan = _verify_into(uri, material, tracking_uri, workdir, alongside=scanning.scan_path)
+    if not scan.clean:
+        raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
+    return verified, _recorded_trusted_types(verified.local_path, uri)
+
+
+def check_verified(
+    uri: str,
+    public_key: "Path | signing.Trust | None" = None,
+    *,
+    cert_chain: Sequence[Path | str] | None = None,
+    identity: str | None = None,
+    issuer: str | None = None,
+    tracking_uri: str | None = None,
+    workdir: Path | None = None,
+) -> VerifiedModel:
+    """Everything `load_verified` checks before loading, for callers that load or serve the copy
+    themselves: verify the registered model (`verify_registered`), scan its files and audit skops'
+    trusted types (every type a `.skops` file needs must be recorded in MLmodel and pass the
+    allowlist). Returns the verified local copy (`local_path`, in `workdir/model`; without
+    `workdir`, in a new temporary folder that the caller owns); a failed check raises
+    `CheckFailedError` and removes a temporary folder it made."""
+    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="secure-pipeline-verified-"))
+    try:
+        verified, flavor = _checked_copy(uri, material, tracking_uri, folder)
+        _audit_needed_types(verified.local_path, uri, flavor)
+    except BaseException:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return verified
 
 
 def load_verified(
@@ -209,11 +266,7 @@ def load_verified(
     and only then load it. Trust material: `public_key=`, `cert_chain=[CA.pem]` (X.509), or
     `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`.
     The downloaded copy is removed before returning, whether the model loads or not."""
-    from secure_pipeline import scanning
-
     material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-load-") as scratch:
-        verified, scan = _verify_into(uri, material, tracking_uri, Path(scratch), alongside=scanning.scan_path)
-        if not scan.clean:
-            raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
-        return _load_audited(verified.local_path, uri)
+        verified, flavor = _checked_copy(uri, material, tracking_uri, Path(scratch))
+        return _load_audited(verified.local_path, uri, flavor)

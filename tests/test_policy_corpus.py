@@ -156,6 +156,13 @@ CASES: dict[str, Case] = {
     # OPA v1: a pack without any deny or warn evaluates (every query undefined); the gate refuses a pack that can never say no.
     "pack_without_rules": refused({"a.rego": V1 + "allow if true\n"}, "", "no deny or warn"),
     # OPA v1: a warn-only pack is advisory: warnings, no deny, allow.
+    # OPA v1 evaluates `deny_root` as an ordinary rule; conftest would query it as a deny, we do not: refused (contract).
+    "conftest_deny_suffix": refused({"a.rego": V1 + 'deny_root contains "root user" if true\n'}, "a.rego:5", "conftest-style"),
+    # conftest queries `violation` sets of objects; here it would be ignored, so it is refused (contract).
+    "conftest_violation": refused({"a.rego": V1 + 'violation contains {"msg": "v"} if true\n'}, "a.rego:5", "conftest-style"),
+    # A helper function called `violation` is not a rule that conftest or we query: allowed, the deny fires as in OPA.
+    "violation_function": Case({"a.rego": V1 + 'violation(m) := {"msg": m}\n\ndeny contains violation("f") if true\n'},
+                               deny=("f",)),
     "warn_only": Case({"a.rego": V1 + 'warn contains "advice" if true\n'}, warn=("advice",)),
     # OPA v1: a body may be a single `some x in xs` literal; the set holds every element.
     "one_liner_some": Case({"a.rego": V1 + 'deny contains x if some x in ["p", "q"]\n'}, deny=("p", "q")),

@@ -28,6 +28,8 @@ from secure_pipeline.policy.lint import Outline, RuleHead, check_v1
 from secure_pipeline.policy.packs import CACHE_LIMIT, Pack
 
 RULE_NAMES = ("deny", "warn")
+# conftest also queries `deny_*`, `warn_*` and `violation[_*]`; a pack written for it must not pass silently here.
+_CONFTEST_NAME = re.compile(r"^(?:(?:deny|warn)_\w+|violation(?:_\w+)?)$")
 _DECISION_PACKAGE = "secure_pipeline_decision"
 _DECISION_ENTRYPOINT = f"{_DECISION_PACKAGE}/result"
 _CATALOGUE_ENTRYPOINT = f"{_DECISION_PACKAGE}/catalogue"
@@ -158,6 +160,11 @@ def _add_head(pack: Pack, path: Path, package: str, head: RuleHead, documents: d
     if hidden and not any(segment in RULE_NAMES for segment in head.segments):
         raise BadInputError(f"{path}:{head.line}: `{hidden[0]}` follows a key computed at evaluation time, so its path is not "
                             f"known and it cannot be queried; give it a static path (`{'.'.join(head.segments)}.<name>.{hidden[0]}`)")
+    conftest = next((s for s in head.segments if _CONFTEST_NAME.match(s)), None)
+    if conftest and not head.function:
+        raise BadInputError(f"{path}:{head.line}: rule `{conftest}` is a conftest-style name that secure-pipeline does not query, "
+                            f"so it could never say no; name it `{'warn' if conftest.startswith('warn') else 'deny'}` "
+                            "(`deny contains {...} if {...}`)")
     position = next((i for i, segment in enumerate(head.segments) if segment in (*RULE_NAMES, "rules")), None)
     if position is None:
         return
