@@ -49,8 +49,8 @@ def check_json(result: StageResult) -> dict[str, Any]:
 def data_report(results: dict[str, StageResult], *, rows: int, dataset_digest: str) -> dict[str, Any]:
     """The contract's data report; `passed` is false when any check failed."""
     checks = {name: check_json(result) for name, result in results.items()}
-    for name in REQUIRED_CHECKS:
-        checks.setdefault(name, {"status": "skipped", "summary": "not enabled in gate.checks", "rows": [], "metrics": {}})
+    for name in REQUIRED_CHECKS:  # a check that did not run is reported in the same shape as one that did
+        checks.setdefault(name, check_json(StageResult(name=name, status="skipped", summary="not enabled in gate.checks")))
     return {
         "schema": REPORT_SCHEMA,
         "passed": not any(c["status"] == "failed" for c in checks.values()),

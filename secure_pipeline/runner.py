@@ -15,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
@@ -136,11 +137,35 @@ def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signi
     return signer, settings.public_key
 
 
-def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    frame = data_io.read_table(data_path)
+def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+    """The data, the SHA-256 of the bytes it was parsed from, and the reference table."""
+    frame, digest = data_io.read_dataset(data_path)
     data_io.require_column(frame, target, data_path)
     ref = data_io.read_table(reference, what="reference") if reference else None
-    return frame, ref
+    return frame, digest, ref
+
+
+def _check_finite_features(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """inf/-inf in a feature column is refused before any check runs: scikit-learn estimators (the
+    data gate's and the trained model's) refuse it, and silently imputing it would change the data."""
+    features = frame.drop(columns=[target, *config.data.exclude], errors="ignore").select_dtypes("number")
+    infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float, na_value=np.nan)).any()]
+    if infinite:
+        raise BadInputError(
+            f"{data_path}: feature column(s) {infinite} hold inf/-inf, which scikit-learn estimators refuse; "
+            "replace them with finite values (or empty cells for missing ones), or list the columns in data.exclude"
+        )
+
+
+def _check_classifier_target(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """A continuous target for the train stage's classifier is refused before the data gate runs."""
+    from secure_pipeline.features import looks_like_regression
+
+    if "train" in config.model_stages and looks_like_regression(frame[target]):
+        raise BadInputError(
+            f"{data_path}: target column '{target}' looks continuous ({frame[target].nunique()} distinct numeric values), "
+            "but the train stage fits a classifier; pass a column of class labels to --target, or bin this one into classes first"
+        )
 
 
 def scan_data(
@@ -154,9 +179,9 @@ def scan_data(
 ) -> dict[str, Any]:
     """Run the data gate on a CSV/Parquet file and return the contract's data report."""
     config = config or Config()
-    frame, ref = _read(Path(data), target, reference or config.data.reference)
+    frame, digest, ref = _read(Path(data), target, reference or config.data.reference)
     checks = gate.load_checks(config)
-    digest = data_io.file_sha256(Path(data))
+    _check_finite_features(frame, target, config, Path(data))
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as workdir:
         context = _context(frame, ref, Path(data), target, config, Path(workdir), progress)
         if log_to_mlflow:
@@ -272,14 +297,15 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
     alias = options.alias or config.registry.alias
     if alias.lower().startswith("v") and alias[1:].isdigit():
         raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
-    frame, ref = _read(data_path, target, reference)
+    frame, dataset_sha, ref = _read(data_path, target, reference)
     data_stages, model_stages = _stages_for(config)
+    _check_classifier_target(frame, target, config, data_path)
+    _check_finite_features(frame, target, config, data_path)
     packs = options.packs or config.policy.packs
     waivers = options.waivers or config.policy.waivers
     policy_dir = policy.check(options.policy or config.policy.dir, packs)
     waivers_mod.load(waivers)  # a missing or malformed waivers file fails before any work
     signer, public_key = _signer(config, options.key, progress)
-    dataset_sha = data_io.file_sha256(data_path)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(config.tracking.experiment, run_name=model_name) as active:
         workdir = Path(tmp)

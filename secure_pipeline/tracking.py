@@ -6,15 +6,17 @@ MLflow and network errors are turned into `InfrastructureError` here, at the bou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
@@ -191,19 +193,33 @@ def log_monitoring_run(report: dict[str, Any]) -> str:
         return str(active.info.run_id)
 
 
+_REFUSED_KEY_CHARACTERS = re.compile(r"[^\w.\- ]")
+MAX_KEY_LENGTH = 250  # MLflow's limit for metric and param keys
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as a metric or param key MLflow accepts (letters, digits, `_ - . ` and spaces, at most
+    250 characters). Other characters, e.g. of a column named `x'); DROP TABLE runs;--`, become `_`,
+    and 8 hex digits of the original's SHA-256 keep two such names apart. Evidence keeps the original."""
+    safe = _REFUSED_KEY_CHARACTERS.sub("_", name)
+    if safe == name and len(name) <= MAX_KEY_LENGTH:
+        return name
+    return f"{safe[:MAX_KEY_LENGTH - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     with infrastructure_errors("logging params"):
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_params({mlflow_key(k): str(v)[:6000] for k, v in params.items()})
 
 
 def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
-    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate`."""
+    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate` (keys made acceptable by `mlflow_key`)."""
     import mlflow
 
     with infrastructure_errors("logging metrics"):
-        mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(f"{prefix}.{k}"): float(v) for k, v in metrics.items()})
 
 
 def set_note(markdown: str) -> None:
@@ -293,16 +309,34 @@ def download_model(uri: str, destination: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
 
 
-def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path | None:
-    """Download one run artifact, or None when the run has no such artifact."""
+def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: Path) -> dict[str, Path | None]:
+    """Download the named files of a run's artifacts into `destination`: one run lookup and one listing
+    per folder, then one transfer per file. An artifact is None only when the store's listing says the
+    run does not have it; a store that cannot be reached or read raises `InfrastructureError`, so an
+    outage is never mistaken for "the run never logged it"."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     destination.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(destination)))
-    except (MlflowException, OSError):
-        return None
+    found: dict[str, Path | None] = dict.fromkeys(artifacts)
+    with infrastructure_errors(f"reading the artifacts of run {run_id}"):
+        try:
+            run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None  # the store answered: there is no such run, so it holds no artifacts
+        if run is None:
+            return found
+        repository = get_artifact_repository(run.info.artifact_uri)
+        listed: dict[str, set[str]] = {}
+        for artifact in artifacts:
+            folder = artifact.rpartition("/")[0]
+            if folder not in listed:
+                listed[folder] = {entry.path for entry in repository.list_artifacts(folder or None) if not entry.is_dir}
+            found[artifact] = Path(repository.download_artifacts(artifact, str(destination))) if artifact in listed[folder] else None
+    return found
 
 
 def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
