@@ -18,7 +18,8 @@ from secure_pipeline.errors import BadInputError, CheckFailedError
 
 T = TypeVar("T")
 # What verification reads from the model version's source run, fetched in one listing.
-RUN_ARTIFACTS = (tracking.SIGNATURE_ARTIFACT, tracking.ATTESTATION_ARTIFACT, tracking.EVIDENCE_ARTIFACT, tracking.BOM_ARTIFACT)
+RUN_ARTIFACTS = (tracking.SIGNATURE_ARTIFACT, tracking.ATTESTATION_ARTIFACT, tracking.EVIDENCE_ARTIFACT, tracking.BOM_ARTIFACT,
+                 tracking.PROFILE_ARTIFACT)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def _check_release(uri: str, entry: tracking.RegisteredVersion, model_dir: Path,
     if bom_digest != predicate["bom_sha256"]:
         problems.append("the run's ML-BOM " + ("is missing" if bom_digest is None else "was changed after it was attested"))
     if "training_profile_sha256" in predicate:  # older attestations bind no profile
-        profile_digest = _artifact_digest(entry.run_id, tracking.PROFILE_ARTIFACT, workdir / "profile")
+        profile_digest = _file_digest(logged[tracking.PROFILE_ARTIFACT])
         if profile_digest != predicate["training_profile_sha256"]:
             problems.append("the run's training profile " + ("is missing" if profile_digest is None else "was changed after it was attested"))
     expected_tags = {"model_digest": signed.digest, "decision": predicate["decision"], "run_id": entry.run_id,

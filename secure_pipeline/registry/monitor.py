@@ -53,7 +53,7 @@ def attested_profile(verified: verification.VerifiedModel, workdir: Path) -> tup
     if not expected:
         raise CheckFailedError(f"{where}: its attestation binds no training profile (released before profiles were attested); "
                                "release the model again to monitor it")
-    path = tracking.download_run_artifact(str(verified.run_id), tracking.PROFILE_ARTIFACT, workdir / "profile")
+    path = tracking.download_run_artifacts(str(verified.run_id), [tracking.PROFILE_ARTIFACT], workdir / "profile")[tracking.PROFILE_ARTIFACT]
     if path is None or not path.is_file():
         raise CheckFailedError(f"{where}: the attested training profile {tracking.PROFILE_ARTIFACT} is missing from run {verified.run_id}")
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
