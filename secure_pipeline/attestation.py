@@ -3,8 +3,8 @@
 A signature on the model files proves which bytes were signed, not that they passed the gates.
 The attestation says so, cryptographically: its subject is the model's manifest digest (the same
 digest as the model signature's subject) and its predicate binds the evidence document's digest,
-the dataset SHA-256, the policy decision with the policy digest, the ML-BOM digest, key metrics
-and tool versions. Its predicate is described by `schemas/release-attestation-v1.schema.json`.
+the dataset SHA-256, the policy decision with the policy digest, the ML-BOM digest, key metrics,
+tool versions and the differential-privacy record of the training. Its predicate is described by `schemas/release-attestation-v1.schema.json`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from secure_pipeline.errors import BadInputError, CheckFailedError
 
 PREDICATE_TYPE = "https://secure-pipeline.dev/attestation/model-release/v1"
 SCHEMA_FILE = "release-attestation-v1.schema.json"
+# The train stage's differential-privacy record that the predicate carries (the DP-SGD budget and parameters).
+PRIVACY_FIELDS = ("enabled", "epsilon", "epsilon_spent", "delta", "noise_multiplier", "max_grad_norm", "epochs", "sample_rate",
+                  "batch_size", "accountant", "mechanism")
 
 
 def build_predicate(
@@ -44,6 +47,9 @@ def build_predicate(
         "signer": signer,
         "created": evidence_doc.now(),
     }
+    privacy = document["stages"].get("train", {}).get("details", {}).get("differential_privacy")
+    if privacy is not None:
+        predicate["differential_privacy"] = {k: v for k, v in privacy.items() if k in PRIVACY_FIELDS}
     validate_predicate(predicate, source="attestation predicate")
     return predicate
 
