@@ -48,3 +48,18 @@ def test_dp_run_on_the_demo_is_promoted_with_its_epsilon_signed(store: str, tmp_
     code, _, err = run_main(capsys, "verify", "models:/loan-approval-dp@champion", "--public-key", str(public_key))
     assert code == 0, err
 
+
+
+def test_without_the_extra_the_run_is_exit_2_naming_it_before_any_work(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "opacus") else real(name, *a))
+    data = demo.write(tmp_path / "data", "clean")
+    code, out, err = run_main(capsys, "run", "--config", str(dp_config(tmp_path)), "--data", str(data), "--target", "approved")
+    assert code == 2 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "train.differential_privacy needs torch and opacus" in errors[0] and "pip install 'secure-pipeline[dp]'" in errors[0]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "secure-pipeline-dev-keys").exists()
