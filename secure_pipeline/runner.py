@@ -7,6 +7,7 @@ MLflow through `tracking`, signs through `signing` and decides through `policy`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -277,6 +278,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         _log_data_report(data_report, results)
 
         kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
+        profile_sha = log_training_profile(_profiled_columns(kept, results, config, columns_dropped), target, workdir, config.seed)
         train_context = _context(kept, ref, data_path, target, config, workdir, progress)
         train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
         train_context.champion = _champion(model_name, alias, public_key, uri, progress)
@@ -320,6 +322,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
                             "predicate_type": attestation.PREDICATE_TYPE},
             "tools": evidence_doc.tool_versions(),
         }
+        document["dataset"].update(profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT)
         evidence_doc.validate(document)
         progress("policy: evaluating the evidence")
         decision = policy.evaluate(document, policy_dir, packs, waivers)
@@ -341,6 +344,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             predicate = attestation.build_predicate(
                 document, evidence_sha256=evidence_sha, bom_sha256=ml_bom.sha256(bom_bytes), signer=signature["signer"],
                 evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT,
+                profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT,
             )
             tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
         tags = {"decision": document["policy"]["decision"], "model_digest": model_digest, "dataset_sha256": dataset_sha,
@@ -354,6 +358,27 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
                                         _description(document, active.info.run_id, alias), active.info.run_id)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
+
+
+def _profiled_columns(kept: pd.DataFrame, results: dict[str, StageResult], config: Config, dropped: list[str]) -> pd.DataFrame:
+    """The training data the profile describes: without excluded, dropped or pseudonymized columns
+    (their raw values must not land in an artifact, and new batches arrive unpseudonymized)."""
+    pii = results.get("pii")
+    hidden = {*config.data.exclude, *dropped, *(pii.details.get("pseudonymize_columns", []) if pii is not None else [])}
+    return kept[[c for c in kept.columns if c not in hidden]]
+
+
+def log_training_profile(frame: pd.DataFrame, target: str, workdir: Path, seed: int = 0) -> str:
+    """Profile the training data with the drift stage's profile code, log it as the run's
+    `training-profile.json` artifact and return its `sha256:` digest (the attestation binds it)."""
+    from secure_pipeline_stages import drift
+
+    profile = {**drift.build_profile(frame, drift.DriftSettings(), seed), "target": target}
+    data = (json.dumps(profile, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    path = workdir / Path(tracking.PROFILE_ARTIFACT).name
+    path.write_bytes(data)
+    tracking.log_file(path)
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:

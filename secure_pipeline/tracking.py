@@ -26,6 +26,8 @@ SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
 ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
 EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
 BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
+PROFILE_ARTIFACT = f"{ARTIFACT_DIR}/training-profile.json"  # reference profile of the training data, bound by the attestation
+MONITORING_EXPERIMENT = "secure-pipeline-monitoring"
 TAG_PREFIX = "secure_pipeline."
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
@@ -82,7 +84,8 @@ def _initialise_sqlite(uri: str) -> None:
 
     Two processes opening a fresh `mlflow.db` at once race in MLflow's schema migration
     (`CommandError: Online migration expected to match one row`); the lock makes the second wait
-    until the first has created the tables. MLflow caches the store per URI, so this runs once.
+    until the first has created the tables. Later calls only open the store MLflow has cached for
+    the URI (the lock is taken each time, the migration happens once).
     """
     import fcntl
 
@@ -170,6 +173,22 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     else:
         with infrastructure_errors("ending the run"):
             mlflow.end_run()
+
+
+def log_monitoring_run(report: dict[str, Any]) -> str:
+    """Log a monitoring report as a run of MONITORING_EXPERIMENT, tagged with the model version it
+    checked (name, version, source run, digest) and the decision; returns the run id."""
+    model = report["model"]
+    with run(MONITORING_EXPERIMENT, run_name=f"monitor {model['name']} v{model['version']}") as active:
+        set_tags({"monitored_model": model["name"], "monitored_version": str(model["version"]), "monitored_run_id": str(model["run_id"]),
+                  "model_digest": model["digest"], "batch_sha256": report["batch"]["sha256"], "decision": report["decision"],
+                  "drifted_columns": ",".join(report["drift"]["drifted_columns"])})
+        log_metrics("drift", {"drifted_share": report["drift"]["drifted_share"], "columns_drifted": len(report["drift"]["drifted_columns"]),
+                              "columns_tested": report["drift"]["columns_tested"]})
+        if report["metrics"].get("measured"):
+            log_metrics("batch", report["metrics"]["batch"])
+        log_json(report, f"{ARTIFACT_DIR}/monitor-report.json")
+        return str(active.info.run_id)
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -378,3 +397,78 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
     with infrastructure_errors(f"reading the metrics of run {run_id}"):
         return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+
+
+def registered_aliases() -> dict[str, dict[str, str]]:
+    """Every registered model of the registry and its aliases (alias -> version), all pages."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found: dict[str, dict[str, str]] = {}
+    token = None
+    with infrastructure_errors("listing the registered models"):
+        while True:
+            page = client.search_registered_models(max_results=200, page_token=token)
+            for model in page:
+                found[model.name] = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            token = page.token
+            if not token:
+                return found
+
+
+def version_numbers(name: str) -> list[str]:
+    """Every version of a registered model, newest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    numbers: list[int] = []
+    token = None
+    escaped = name.replace("'", "\\'")
+    with infrastructure_errors(f"listing the versions of {name}"):
+        while True:
+            page = client.search_model_versions(f"name='{escaped}'", max_results=200, page_token=token)
+            numbers += [int(v.version) for v in page]
+            token = page.token
+            if not token:
+                return [str(n) for n in sorted(set(numbers), reverse=True)]
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"moving {name}@{alias} to version {version}"):
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def delete_alias(name: str, alias: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"deleting {name}@{alias}"):
+        mlflow.MlflowClient().delete_registered_model_alias(name, alias)
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    """Tag a model version with `secure_pipeline.KEY`."""
+    import mlflow
+
+    with infrastructure_errors(f"tagging {name} version {version}"):
+        mlflow.MlflowClient().set_model_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
+
+
+def ensure_webhook(name: str, url: str, events: list[str], secret: str) -> tuple[str, bool]:
+    """Create the registry webhook called `name`, or update it to this URL, events and secret and
+    make it active; returns (webhook id, created)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    with infrastructure_errors(f"registering the webhook {name} for {url}"):
+        token = None
+        while True:
+            page = client.list_webhooks(max_results=100, page_token=token)
+            existing = next((hook for hook in page if hook.name == name), None)
+            if existing is not None:
+                client.update_webhook(existing.webhook_id, url=url, events=events, secret=secret, status="ACTIVE")
+                return existing.webhook_id, False
+            token = page.token
+            if not token:
+                return client.create_webhook(name, url, events=events, secret=secret).webhook_id, True

@@ -38,7 +38,7 @@ class VerifiedModel:
             "run_id": self.run_id,
             "decision": (self.attestation or {}).get("predicate", {}).get("decision"),
             "attestation": {k: v for k, v in (self.attestation or {}).get("predicate", {}).items()
-                            if k in ("policy_digest", "evidence_sha256", "dataset_sha256", "bom_sha256", "signer", "created")} or None,
+                            if k in ("policy_digest", "evidence_sha256", "dataset_sha256", "bom_sha256", "training_profile_sha256", "signer", "created")} or None,
         }
 
 
@@ -130,6 +130,10 @@ def verify_registered(
     bom_digest = _artifact_digest(entry.run_id, tracking.BOM_ARTIFACT, workdir / "bom")
     if bom_digest != predicate["bom_sha256"]:
         problems.append("the run's ML-BOM " + ("is missing" if bom_digest is None else "was changed after it was attested"))
+    if "training_profile_sha256" in predicate:  # older attestations bind no profile
+        profile_digest = _artifact_digest(entry.run_id, tracking.PROFILE_ARTIFACT, workdir / "profile")
+        if profile_digest != predicate["training_profile_sha256"]:
+            problems.append("the run's training profile " + ("is missing" if profile_digest is None else "was changed after it was attested"))
     expected_tags = {"model_digest": signed.digest, "decision": predicate["decision"], "run_id": entry.run_id,
                      "dataset_sha256": predicate["dataset_sha256"], "policy_digest": predicate["policy_digest"],
                      "evidence_sha256": predicate["evidence_sha256"]}
@@ -164,6 +168,29 @@ def _audit_trusted_types(model_dir: Path, uri: str) -> None:
                 raise CheckFailedError(f"{uri}: {path.name} needs type {type_name}, not among the trusted types recorded at training; refusing to load")
 
 
+def check_verified(
+    uri: str,
+    public_key: "Path | signing.Trust | None" = None,
+    *,
+    cert_chain: Sequence[Path | str] | None = None,
+    identity: str | None = None,
+    issuer: str | None = None,
+    tracking_uri: str | None = None,
+) -> VerifiedModel:
+    """Everything `load_verified` checks before loading: verify the registered model
+    (`verify_registered`), scan its files and audit skops' trusted types. Returns the verified
+    local copy, which is what may be loaded or served; any failed check raises `CheckFailedError`."""
+    from secure_pipeline import scanning
+
+    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
+    verified = verify_registered(uri, material, tracking_uri=tracking_uri)
+    scan = scanning.scan_path(verified.local_path)
+    if not scan.clean:
+        raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
+    _audit_trusted_types(verified.local_path, uri)
+    return verified
+
+
 def load_verified(
     uri: str,
     public_key: "Path | signing.Trust | None" = None,
@@ -178,12 +205,5 @@ def load_verified(
     `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`."""
     import mlflow.sklearn
 
-    from secure_pipeline import scanning
-
-    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
-    verified = verify_registered(uri, material, tracking_uri=tracking_uri)
-    scan = scanning.scan_path(verified.local_path)
-    if not scan.clean:
-        raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
-    _audit_trusted_types(verified.local_path, uri)
+    verified = check_verified(uri, public_key, cert_chain=cert_chain, identity=identity, issuer=issuer, tracking_uri=tracking_uri)
     return mlflow.sklearn.load_model(str(verified.local_path))

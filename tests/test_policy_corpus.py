@@ -124,6 +124,14 @@ CASES: dict[str, Case] = {
     "rules_spanning_packages": Case({"a.rego": V1 + 'checks.deny contains "nested" if true\n',
                                      "b.rego": "package acme.checks\n\nimport rego.v1\n\nwarn contains \"sibling\" if true\n"},
                                     deny=("nested",), warn=("sibling",)),
+    # OPA v1 (general refs in rule heads): `a[x].deny` defines data.acme.a.k.deny, a deny whose path is
+    # computed at evaluation time; the gate queries only static paths, so it refuses rather than miss it.
+    "deny_under_a_variable_key": refused({"a.rego": V1 + 'a[x].deny contains "m" if some x in ["k"]\n\nwarn contains "w" if false\n'},
+                                         "a.rego:5", "computed"),
+    # OPA v1 grammar: `;` separates the literals of a body, never two rules (rego_parse_error); regopy
+    # reads two rules, and the second one's head would be missing from what the gate checks.
+    "semicolon_between_rules": refused({"a.rego": V1 + 'x := 1; deny := ["never"] if input.dataset.rows > 1000000\n\n'
+                                        'warn contains "w" if false\n'}, "a.rego:5", "`;`"),
     # OPA v1: `deny := {...}` is a complete rule whose value is a set of strings: both messages deny.
     "set_literal": Case({"a.rego": V1 + 'deny := {"set a", "set b"}\n'}, deny=("set a", "set b")),
     # OPA v1: an array of messages is accepted by the contract like a set.
@@ -148,6 +156,13 @@ CASES: dict[str, Case] = {
     # OPA v1: a pack without any deny or warn evaluates (every query undefined); the gate refuses a pack that can never say no.
     "pack_without_rules": refused({"a.rego": V1 + "allow if true\n"}, "", "no deny or warn"),
     # OPA v1: a warn-only pack is advisory: warnings, no deny, allow.
+    # OPA v1 evaluates `deny_root` as an ordinary rule; conftest would query it as a deny, we do not: refused (contract).
+    "conftest_deny_suffix": refused({"a.rego": V1 + 'deny_root contains "root user" if true\n'}, "a.rego:5", "conftest-style"),
+    # conftest queries `violation` sets of objects; here it would be ignored, so it is refused (contract).
+    "conftest_violation": refused({"a.rego": V1 + 'violation contains {"msg": "v"} if true\n'}, "a.rego:5", "conftest-style"),
+    # A helper function called `violation` is not a rule that conftest or we query: allowed, the deny fires as in OPA.
+    "violation_function": Case({"a.rego": V1 + 'violation(m) := {"msg": m}\n\ndeny contains violation("f") if true\n'},
+                               deny=("f",)),
     "warn_only": Case({"a.rego": V1 + 'warn contains "advice" if true\n'}, warn=("advice",)),
     # OPA v1: a body may be a single `some x in xs` literal; the set holds every element.
     "one_liner_some": Case({"a.rego": V1 + 'deny contains x if some x in ["p", "q"]\n'}, deny=("p", "q")),

@@ -281,6 +281,17 @@ def test_joblib_array_bytes_that_plain_pickle_would_execute() -> None:
     assert any("malformed pickle framing" in i.detail for i in report.issues), report.issues
 
 
+def test_joblib_array_bytes_that_change_an_allowed_class_under_plain_pickle() -> None:
+    # read as opcodes by pickle.load, the "array bytes" give an allowed class a new attribute
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    hidden = b"csklearn.base\nBaseEstimator\n(N}S'predict'\nI1\nstb0"
+    wrapper = NumpyArrayWrapper(np.ndarray, (len(hidden),), "C", np.dtype("u1"), numpy_array_alignment_bytes=None)
+    crafted = pickle.dumps(wrapper, protocol=2)[:-1] + hidden + b"."
+    report = scan_bytes(crafted, "model.joblib")
+    assert ("unsafe-mutation", "sklearn.base.BaseEstimator (BUILD)") in {(i.kind, i.detail) for i in report.issues}, report.issues
+
+
 def test_object_npy_with_malicious_payload() -> None:
     header = io.BytesIO()  # write_array_header_1_0 writes the magic string and the header
     np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": (1,)})
@@ -567,6 +578,10 @@ def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: st
         ("numpy", "save"),
         ("numpy", "ndarray.tofile"),
         ("numpy ", "dtype"),
+        # a trailing newline must not slip past the name checks (`$` matches before it)
+        ("sklearn.io\n", "Reader"),
+        ("sklearn.base", "BaseEstimator\n"),
+        ("sklearn.metrics\n", "f_classif"),
     ],
 )
 def test_allowlist_rejects_dangerous_callables(module: str, name: str) -> None:

@@ -115,6 +115,38 @@ def test_truncated_protocol0_pickle_is_unsafe(name: str) -> None:
     assert any(i.kind == "unparseable" for i in report.issues), report.issues
 
 
+# Streams that change an imported object and then break: the unpickler has already made the
+# change when it reaches the byte it rejects, so a stream that is "not a complete pickle" is not text.
+MUTATE_THEN_BREAK = {
+    "os.environ SETITEM": (b"cos\nenviron\nS'LD_PRELOAD'\nS'/tmp/evil.so'\nsZ", "os.environ (SETITEM)"),
+    "sys.path APPEND": (b"csys\npath\nS'/tmp/evil'\naZ", "sys.path (APPEND)"),
+    "class attribute BUILD": (b"csklearn.base\nBaseEstimator\n(N}S'__repr__'\ncos\nsystem\nstbZ", "sklearn.base.BaseEstimator (BUILD)"),
+}
+
+
+# Importing is already running code: find_class imports the module before it looks up the name,
+# and some modules act on import (`unittest.__main__` runs test discovery in the working folder,
+# `venv.__main__` creates an environment and exits). The bad byte after it comes too late.
+IMPORT_THEN_BREAK = {
+    "unittest.__main__": (b"cunittest.__main__\nmain\nZ", "unittest.__main__.main"),
+    "venv.__main__": (b"cvenv.__main__\nmain\n\xff", "venv.__main__.main"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPORT_THEN_BREAK))
+def test_an_import_before_a_bad_opcode_is_unsafe(name: str) -> None:
+    data, detail = IMPORT_THEN_BREAK[name]
+    report = scan_bytes(data, "model.txt")
+    assert ("unsafe-import", detail) in {(i.kind, i.detail) for i in report.issues}, report.issues
+
+
+@pytest.mark.parametrize("name", sorted(MUTATE_THEN_BREAK))
+def test_a_mutation_before_a_bad_opcode_is_unsafe(name: str) -> None:
+    data, detail = MUTATE_THEN_BREAK[name]
+    report = scan_bytes(data, "model.txt")
+    assert ("unsafe-mutation", detail) in {(i.kind, i.detail) for i in report.issues}, report.issues
+
+
 _MLMODEL = (
     "artifact_path: model\nflavors:\n  python_function:\n    env:\n      conda: conda.yaml\n"
     "    loader_module: mlflow.sklearn\n    model_path: model.skops\n    predict_fn: predict\n"
@@ -189,6 +221,38 @@ def test_scan_model_names_the_path_it_was_given(capsys: pytest.CaptureFixture[st
     code, _, err = run_main(capsys, "scan-model", "/dev/null")
     assert code == 1
     assert "/dev/null: is not a regular file" in err
+
+
+def test_a_zip_end_record_whose_directory_cannot_be_read_is_unsafe() -> None:
+    # zipfile.is_zipfile finds the end record after the prefix, but the central directory is damaged:
+    # the member (a stored pickle that calls os.system) was never read, so the file is not clean
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(_Evil(), protocol=2))
+    raw = bytearray(buf.getvalue())
+    entry = raw.rfind(b"PK\x01\x02")
+    raw[entry + 1] = ord("X")
+    data = b"\xffprefix\n" + bytes(raw)
+    assert zipfile.is_zipfile(io.BytesIO(data))
+    report = scan_bytes(data, "m.bin")
+    assert ("m.bin", "unparseable") in {(i.path, i.kind) for i in report.issues}, report.issues
+
+
+def test_a_zip_directory_entry_with_content_is_scanned() -> None:
+    # a name ending in "/" marks a directory, but the entry still holds bytes that zipfile.read returns
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("archive/", b"")
+        archive.writestr("archive/data.pkl/", pickle.dumps(_Evil(), protocol=2))
+    report = scan_bytes(buf.getvalue(), "m.zip")
+    assert ("m.zip!archive/data.pkl/", "os.system") in {(i.path, i.detail) for i in report.issues}, report.issues
+    assert not any(i.path == "m.zip!archive/" for i in report.issues)
 
 
 # --------------------------------------------------------------------------------------------

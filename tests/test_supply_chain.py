@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from secure_pipeline import attestation, bom, scanning, signing, verification
 from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError
 
-from conftest import KeyPair, cli, require_absent, run_main, write_keys
+from conftest import KeyPair, cli, register_forged, release_model, require_absent, run_main, sqlite_registry, write_keys
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -474,83 +474,19 @@ def test_cli_scan_model_json_records_the_scanners(tmp_path: Path, capsys: pytest
 # --------------------------------------------------------------------------------------------
 
 
-def _release(name: str, signer: signing.Signer, decision: str, seed: int, workdir: Path, *, register: bool = True) -> dict:
-    """Log, scan, sign, attest and (if asked) register a small model as runner.run does."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
-    from secure_pipeline import evidence as evidence_doc, runner, tracking
-
-    rng = np.random.default_rng(seed)
-    x = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
-    model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
-    workdir.mkdir(parents=True)
-    with tracking.run("supply-chain", run_name=name) as active:
-        logged = tracking.log_model(model, runner._trusted_types(model), x.head(3), workdir)
-        scan = scanning.scan_path(logged.local_copy)
-        assert scan.clean
-        signed = signing.sign_model(logged.local_copy, workdir / "model.sig", signer, ignore=[tracking.REGISTRY_META])
-        tracking.log_file(signed.signature)
-        document = {
-            "run": {"run_id": active.info.run_id},
-            "dataset": {"path": "train.csv", "sha256": "sha256:" + f"{seed:02x}" * 32, "rows": 60, "target": "y"},
-            "data": {"passed": decision == "allow", "checks": {}},
-            "stages": {"evaluate": {"metrics": {"accuracy": 0.9}}},
-            "model": {"name": name, "model_id": logged.model_id, "uri": logged.uri, "format": "skops", "digest": signed.digest,
-                      "files": signed.files, "scan": scan.to_json()},
-            "tools": evidence_doc.tool_versions(),
-            "policy": {"decision": decision, "policy_digest": "sha256:" + "0f" * 32, "violations": []},
-        }
-        evidence_bytes = evidence_doc.canonical_bytes(document)
-        (workdir / "evidence.json").write_bytes(evidence_bytes)
-        tracking.log_file(workdir / "evidence.json")
-        bom_bytes = bom.canonical_bytes(bom.build(document))
-        (workdir / "ml-bom.cdx.json").write_bytes(bom_bytes)
-        tracking.log_file(workdir / "ml-bom.cdx.json")
-        evidence_sha = bom.sha256(evidence_bytes)
-        predicate = attestation.build_predicate(document, evidence_sha256=evidence_sha, bom_sha256=bom.sha256(bom_bytes),
-                                                signer=signer.identity(), evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT)
-        tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
-        tags = {"decision": decision, "model_digest": signed.digest, "dataset_sha256": predicate["dataset_sha256"],
-                "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
-        version = None
-        if register:
-            version = tracking.register(logged.uri, name, "champion", tags, "test release", active.info.run_id)
-    return {"run_id": active.info.run_id, "uri": logged.uri, "version": version, "digest": signed.digest, "model": model,
-            "artifacts": Path(mlflow.get_run(active.info.run_id).info.artifact_uri.removeprefix("file://")), "tags": tags}
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, keys: KeyPair, pki: Pki):
     """One sqlite store: fraud v1 approved (key), v2 denied but hand-registered (decision tag forged),
     a certificate-signed approved model, and an unregistered denied run."""
-    import mlflow
-
-    from secure_pipeline import tracking
-
     workdir = tmp_path_factory.mktemp("registry")
-    previous = Path.cwd()
-    os.chdir(workdir)
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    tracking.connect(uri)
     key_signer = signing.Signer(private_key=keys.private)
-    try:
-        approved = _release("fraud", key_signer, "allow", 1, workdir / "w1")
-        denied = _release("fraud", key_signer, "deny", 2, workdir / "w2", register=False)
-        client = mlflow.MlflowClient()
-        forged = client.create_model_version("fraud", denied["uri"], run_id=denied["run_id"],
-                                             tags={f"secure_pipeline.{k}": ("allow" if k == "decision" else v) for k, v in denied["tags"].items()})
-        client.set_registered_model_alias("fraud", "hijacked", forged.version)
-        pki_release = _release("pki-model", signing.Signer(method="certificate", private_key=pki.key, certificate=pki.cert, cert_chain=(pki.ca,)),
-                               "allow", 3, workdir / "w3")
-        yield {"dir": workdir, "uri": uri, "approved": approved, "denied": denied, "forged": str(forged.version), "pki": pki_release}
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-        mlflow.end_run()
-        os.chdir(previous)
+    with sqlite_registry(workdir) as uri:
+        approved = release_model("fraud", key_signer, "allow", 1, workdir / "w1")
+        denied = release_model("fraud", key_signer, "deny", 2, workdir / "w2", register=False)
+        forged = register_forged(denied, "fraud", "hijacked")
+        pki_release = release_model("pki-model", signing.Signer(method="certificate", private_key=pki.key, certificate=pki.cert, cert_chain=(pki.ca,)),
+                                    "allow", 3, workdir / "w3")
+        yield {"dir": workdir, "uri": uri, "approved": approved, "denied": denied, "forged": forged, "pki": pki_release}
 
 
 @pytest.fixture

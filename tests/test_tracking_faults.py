@@ -37,7 +37,7 @@ def test_concurrent_first_use_of_a_fresh_sqlite_store(tmp_path: Path) -> None:
 
 
 def test_tracking_server_killed_mid_run_is_exit_3_naming_the_server(tmp_path: Path) -> None:
-    """The server dies after the run has started: exit 3 within 60 s, naming the server; no alias moves."""
+    """The server dies after the run has started: exit 3 within 60 s, naming the server, and nothing promoted."""
     root = tmp_path / "server"
     root.mkdir()
     server, uri = start_mlflow_server(root)

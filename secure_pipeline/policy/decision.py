@@ -87,7 +87,6 @@ class Decision:
         }
 
 
-
 def _strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -127,6 +126,21 @@ def _catalogue(rules: dict[str, Any], package: str, pack: str, fired: list[Viola
 
 
 
+def _apply_waivers(
+    violations: list[Violation], waiver_set: waivers_mod.WaiverSet, evidence: dict[str, Any]
+) -> tuple[list[Violation], list[tuple[Violation, waivers_mod.Waiver]]]:
+    """The violations no active waiver covers, and the waived ones with the waiver that matched."""
+    kept: list[Violation] = []
+    waived: list[tuple[Violation, waivers_mod.Waiver]] = []
+    for violation in violations:
+        match = next((w for w in waiver_set.active if w.matches(violation.rule, violation.pack, evidence)), None)
+        if match is None:
+            kept.append(violation)
+        else:
+            waived.append((violation, match))
+    return kept, waived
+
+
 def check(directory: Path | None = None, packs: Sequence[str] | None = None) -> Path:
     """Compile the chosen packs now, so a broken policy fails before any work is done."""
     directory, chosen = resolve_packs(directory, packs)
@@ -160,14 +174,7 @@ def evaluate(
         violations += denied
         warnings += warned
         rules += _catalogue(catalogue, document.path, document.pack, denied + warned)
-    kept: list[Violation] = []
-    waived: list[tuple[Violation, waivers_mod.Waiver]] = []
-    for violation in violations:
-        match = next((w for w in waiver_set.active if w.matches(violation.rule, violation.pack, evidence)), None)
-        if match is None:
-            kept.append(violation)
-        else:
-            waived.append((violation, match))
+    kept, waived = _apply_waivers(violations, waiver_set, evidence)
     order = lambda v: (v.package, v.rule, v.message)  # noqa: E731
     return Decision(
         allow=bool(compiled.documents) and not kept,

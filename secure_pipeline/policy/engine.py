@@ -6,7 +6,8 @@ raises; nothing is printed, as the interpreter's log level is off) and then chec
 each `a.b` prefix of a rule head such as `a.b.deny`), for `[data.<doc>.deny]` with a default of
 `[]`: an empty list means undefined, anything else is the value itself, whatever its type. The
 value must be a set or array of messages or rule objects; anything else is bad input naming the
-file and rule. Undefined is "not defined" only when no module defines that rule.
+file and rule. Undefined is "not defined" only when no module defines that rule. A deny or warn
+whose path holds a key computed at evaluation time (`a[x].deny`) cannot be queried and is refused.
 
 The compiled bundle is cached per policy digest; evaluations of one compiled policy are serialized
 by its lock (set_input and the query share the interpreter), so concurrent callers each get the
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.policy.lint import Outline, check_v1
+from secure_pipeline.policy.lint import Outline, RuleHead, check_v1
 from secure_pipeline.policy.packs import CACHE_LIMIT, Pack
 
 RULE_NAMES = ("deny", "warn")
+# conftest also queries `deny_*`, `warn_*` and `violation[_*]`; a pack written for it must not pass silently here.
+_CONFTEST_NAME = re.compile(r"^(?:(?:deny|warn)_\w+|violation(?:_\w+)?)$")
 _DECISION_PACKAGE = "secure_pipeline_decision"
 _DECISION_ENTRYPOINT = f"{_DECISION_PACKAGE}/result"
 _CATALOGUE_ENTRYPOINT = f"{_DECISION_PACKAGE}/catalogue"
@@ -61,6 +64,16 @@ class Compiled:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _read_text(path: Path) -> str:
+    """A policy file's text; a file that cannot be read or is not UTF-8 is bad input naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read the policy file ({exc.strerror}); check its permissions") from exc
+
+
 def _json_path(error: Any) -> str:
     return "/".join(str(p) for p in error.absolute_path) or "(top level)"
 
@@ -75,7 +88,7 @@ def load_data(pack: Pack, sources: dict[str, str]) -> dict[str, Any]:
         )
     for path in pack.data:
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
+            loaded = json.loads(_read_text(path))
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{path}:{exc.lineno}: invalid JSON in policy data ({exc.msg})") from exc
         if not isinstance(loaded, dict):
@@ -84,7 +97,7 @@ def load_data(pack: Pack, sources: dict[str, str]) -> dict[str, Any]:
             from jsonschema import Draft202012Validator
 
             try:
-                schema = json.loads(pack.schema.read_text(encoding="utf-8"))
+                schema = json.loads(_read_text(pack.schema))
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"{pack.schema}:{exc.lineno}: invalid JSON Schema ({exc.msg})") from exc
             errors = sorted(Draft202012Validator(schema).iter_errors(loaded), key=lambda e: list(e.absolute_path))
@@ -141,6 +154,28 @@ def _decision_module(documents: list[Document]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _add_head(pack: Pack, path: Path, package: str, head: RuleHead, documents: dict[str, Document]) -> None:
+    """Record where a rule head defines deny, warn or rules (the first such segment names the document)."""
+    hidden = [name for name in head.computed if name in RULE_NAMES]
+    if hidden and not any(segment in RULE_NAMES for segment in head.segments):
+        raise BadInputError(f"{path}:{head.line}: `{hidden[0]}` follows a key computed at evaluation time, so its path is not "
+                            f"known and it cannot be queried; give it a static path (`{'.'.join(head.segments)}.<name>.{hidden[0]}`)")
+    conftest = next((s for s in head.segments if _CONFTEST_NAME.match(s)), None)
+    if conftest and not head.function:
+        raise BadInputError(f"{path}:{head.line}: rule `{conftest}` is a conftest-style name that secure-pipeline does not query, "
+                            f"so it could never say no; name it `{'warn' if conftest.startswith('warn') else 'deny'}` "
+                            "(`deny contains {...} if {...}`)")
+    position = next((i for i, segment in enumerate(head.segments) if segment in (*RULE_NAMES, "rules")), None)
+    if position is None:
+        return
+    segment = head.segments[position]
+    if head.function and segment in RULE_NAMES:
+        raise BadInputError(f"{path}:{head.line}: `{segment}` is a function here, not a set of messages; write `{segment} contains msg if {{...}}`")
+    name = _document(package, head.segments[:position])
+    document = documents.setdefault(name, Document(name, pack.name, pack.root))
+    document.defined.setdefault(segment, (path, head.line))
+
+
 def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict[str, Document]) -> None:
     """Add the pack's documents: every package, and every prefix under which a rule head names deny/warn/rules."""
     for path, outline in outlines:
@@ -148,15 +183,7 @@ def _documents(pack: Pack, outlines: list[tuple[Path, Outline]], documents: dict
             raise BadInputError(f"{path}: package '{outline.package}' is reserved for the generated decision module; rename it")
         documents.setdefault(outline.package, Document(outline.package, pack.name, pack.root))
         for head in outline.rules:
-            for position, segment in enumerate(head.segments):
-                if segment in (*RULE_NAMES, "rules"):
-                    if head.function and segment in RULE_NAMES:
-                        raise BadInputError(f"{path}:{head.line}: `{segment}` is a function here, not a set of messages; "
-                                            f"write `{segment} contains msg if {{...}}`")
-                    name = _document(outline.package, head.segments[:position])
-                    document = documents.setdefault(name, Document(name, pack.name, pack.root))
-                    document.defined.setdefault(segment, (path, head.line))
-                    break
+            _add_head(pack, path, outline.package, head, documents)
     if not any(d.defined.get(rule) for d in documents.values() if d.pack == pack.name for rule in RULE_NAMES):
         raise BadInputError(
             f"{pack.root}: pack '{pack.name}' defines no deny or warn rule in any package, so it can never say no; "
@@ -176,7 +203,7 @@ def compile_packs(directory: Path, packs: list[Pack]) -> Compiled:
         sources: dict[str, str] = {}
         outlines: list[tuple[Path, Outline]] = []
         for path in pack.rego:
-            source = path.read_text(encoding="utf-8")
+            source = _read_text(path)
             name = str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
             try:
                 interpreter.add_module(name, source)

@@ -6,6 +6,7 @@ parsed with a tokenizer that follows rego-cpp's own lexer (strings, raw strings,
 keywords), splits it into statements at bracket depth 0, and refuses, naming file and line:
 
 - a rule body `{` that no `if` introduces (v0 rules, v0 partial sets, `else {`, extra bodies);
+- a `;` between rules (it separates the expressions of a body only),
 - a rule or an assignment named `input` or `data`, `rego.v1` together with `future.keywords`,
   calls of the built-ins removed in v1 (`any`, `all`, `re_match`, `set_diff`,
   `net.cidr_overlap`, `cast_*`);
@@ -60,11 +61,12 @@ class Token:
 @dataclass(frozen=True)
 class RuleHead:
     """One rule of a module: the static segments of its head (`q.deny[x]` -> ("q", "deny")), its line,
-    and whether it is a function (`f(x) := ...`)."""
+    whether it is a function (`f(x) := ...`), and the names that follow a computed key."""
 
     segments: tuple[str, ...]
     line: int
     function: bool = False
+    computed: tuple[str, ...] = ()  # names after a key computed at evaluation time (`a[x].deny` -> ("deny",))
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def _statements(path: Path, stream: list[Token]) -> list[list[Token]]:
             statements.append(current)
             current = []
             continue
+        if token.kind == "op" and token.text == ";" and not closing:
+            raise BadInputError(f"{path}:{token.line}: `;` outside a rule body; put each rule on its own line (Rego v1)")
         if token.kind == "op" and token.text in _OPEN:
             closing.append(_OPEN[token.text])
         elif token.kind == "op" and token.text in _OPEN.values():
@@ -145,7 +149,29 @@ def _head(path: Path, statement: list[Token]) -> RuleHead:
     if segments[0] in ("input", "data"):
         raise BadInputError(f"{path}:{first.line}: a rule may not be named '{segments[0]}' in Rego v1; rename it")
     function = position < len(statement) and statement[position].text == "("
-    return RuleHead(tuple(segments), first.line, function)
+    return RuleHead(tuple(segments), first.line, function, () if function else _computed_names(statement[position:]))
+
+
+_HEAD_ENDS = frozenset({"contains", ":=", "=", "if", "{", "("})
+
+
+def _computed_names(rest: list[Token]) -> tuple[str, ...]:
+    """The `.name` and `["name"]` segments of a head after its static part (`[x].deny` -> ("deny",))."""
+    names: list[str] = []
+    depth = 0
+    for index, token in enumerate(rest):
+        if depth == 0 and token.text in _HEAD_ENDS:
+            break
+        if token.text == "[":
+            depth += 1
+        elif token.text == "]":
+            depth -= 1
+        follows = rest[index - 1].text if index else ""
+        if depth == 0 and follows == "." and token.kind in ("name", "keyword"):
+            names.append(token.text)
+        elif depth == 1 and follows == "[" and token.kind in ("string", "raw"):
+            names.append(token.text[1:-1])
+    return tuple(names)
 
 
 def _check_bodies(path: Path, statement: list[Token], head: RuleHead) -> None:

@@ -45,7 +45,7 @@ class Pack:
 
 def _is_rule_file(path: Path, root: Path) -> bool:
     rel = path.relative_to(root).parts
-    return path.suffix == ".rego" and not path.stem.endswith("_test") and not (set(rel[:-1]) & SKIPPED_DIRS)
+    return path.suffix == ".rego" and not path.stem.endswith("_test") and not (set(rel[:-1]) & SKIPPED_DIRS) and path.is_file()
 
 
 def available_packs(directory: Path) -> dict[str, Path]:
@@ -126,7 +126,11 @@ def files_digest(directory: Path, packs: list[Pack]) -> str:
     for pack in packs:
         for path in sorted((*pack.rego, *pack.data, *([pack.schema] if pack.schema else []))):
             rel = path.relative_to(directory) if path.is_relative_to(directory) else path
-            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise BadInputError(f"{path}: cannot read the policy file ({exc.strerror}); check its permissions") from exc
+            digest.update(str(rel).encode() + b"\0" + content + b"\0")
     return f"sha256:{digest.hexdigest()}"
 
 

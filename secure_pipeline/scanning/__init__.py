@@ -25,7 +25,11 @@ Formats are recognised by content, never by file name:
 * safetensors, JSON, text and other data that no loader turns into code: clean.
 
 Fail closed: a file that looks like a pickle, archive or compressed stream but cannot be parsed
-completely is unsafe ("unparseable"), and so is anything too large or too deeply nested to inspect.
+completely is unsafe ("unparseable"), and so is anything too large or too deeply nested to inspect
+(a zip end record whose central directory cannot be read included). A protocol 0/1 stream that
+breaks off is reported for what the unpickler does before it stops: imports it calls, ``__main__``
+modules it imports (they run as they are imported) and imported objects it changes (``SETITEM`` on
+``os.environ``).
 Pickle framing counts as parsing: an opcode or argument that crosses a FRAME end, a FRAME opened
 inside another, a frame running past STOP are "malformed pickle framing", because ``pickle.load``
 from a file reads such a stream differently from a linear reader (python/cpython#154848).

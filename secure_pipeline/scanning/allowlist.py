@@ -157,13 +157,13 @@ _DENIED_NAMES = frozenset(
     }
 )
 
-_CLASS_NAME = re.compile(r"^_*[A-Z][A-Za-z0-9_]*$")
+_CLASS_NAME = re.compile(r"^_*[A-Z][A-Za-z0-9_]*\Z")
 _HELPER_NAME = re.compile(
     r"^(__pyx_unpickle_\w+|_new_[A-Za-z]\w*|_unpickle_\w+|\w+_unpickle|_reconstruct|_mareconstruct"
-    r"|_frombuffer|scalar|newObj|__\w+_ctor)$"
+    r"|_frombuffer|scalar|newObj|__\w+_ctor)\Z"
 )
-_SPARSE_NAME = re.compile(r"^(bsr|coo|csc|csr|dia|dok|lil)_(matrix|array)$")
-IDENTIFIER_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_SPARSE_NAME = re.compile(r"^(bsr|coo|csc|csr|dia|dok|lil)_(matrix|array)\Z")
+IDENTIFIER_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def _numpy_toplevel_names() -> frozenset[str]:
@@ -194,7 +194,7 @@ _NUMPY_STATISTICS = frozenset(
         "nanvar", "nanpercentile", "nanquantile", "count_nonzero", "argmin", "argmax", "cumsum", "cumprod",
     }
 )  # fmt: skip
-_FUNCTION_NAME = re.compile(r"^_?[a-z][a-z0-9_]*$")
+_FUNCTION_NAME = re.compile(r"^_?[a-z][a-z0-9_]*\Z")
 #: scikit-learn functions that write or read files (``export_graphviz(out_file=...)``) are not values
 _IO_FUNCTION_NAME = re.compile(r"^_?(export|dump|load|save|fetch|read|write|open)")
 

@@ -44,75 +44,68 @@ def compression_kind(data: bytes) -> str | None:
     return None
 
 
+#: Streams that may hold several members back to back (``gzip -c a b``, ``xz``, ``bz2`` concatenation):
+#: a fresh decompressor per member, and the magic that starts the next one (legacy lzma has none).
+_MULTI_MEMBER: dict[str, tuple[Callable[[], Any], bytes | None]] = {
+    "gzip": (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), b"\x1f\x8b"),
+    "bz2": (bz2.BZ2Decompressor, b"BZh"),
+    "xz": (lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ), b"\xfd7zXZ\x00"),
+    "lzma": (lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE), None),
+}
+
+
 def decompress(kind: str, data: bytes, limit: int) -> tuple[bytes, str]:
     """Decompress ``data``; returns (output, error). Output may be partial when error is set."""
     out = bytearray()
-
-    def take(chunk: bytes) -> bool:
-        out.extend(chunk)
-        return len(out) <= limit
-
     try:
-        if kind == "zlib" or kind == "joblib-zfile":
-            payload = data
-            if kind == "joblib-zfile":
-                payload = data[_ZFILE_HEADER:]
-                if payload[:1] == b" ":
-                    payload = payload[1:]
-            d = zlib.decompressobj()
-            if not take(d.decompress(payload, limit + 1)):
-                return bytes(out), "too-large"
-            if not d.eof:
-                return bytes(out), "truncated zlib stream"
-            return bytes(out), ""
-        if kind == "gzip":
-            rest = data
-            while rest:
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                if not take(d.decompress(rest, limit + 1 - len(out))):
-                    return bytes(out), "too-large"
-                if not d.eof:
-                    return bytes(out), "truncated gzip stream"
-                rest = d.unused_data
-                if rest and rest[:2] != b"\x1f\x8b":
-                    if rest.strip(b"\x00"):
-                        return bytes(out), "trailing data after gzip stream"
-                    break
-            return bytes(out), ""
-        if kind in ("bz2", "xz", "lzma"):
-            magic = {"bz2": b"BZh", "xz": b"\xfd7zXZ\x00", "lzma": None}[kind]
-            rest = data
-            while rest:
-                if kind == "bz2":
-                    d: Any = bz2.BZ2Decompressor()
-                elif kind == "xz":
-                    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-                else:
-                    d = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
-                if not take(d.decompress(rest, limit + 1 - len(out))):
-                    return bytes(out), "too-large"
-                if not d.eof:
-                    return bytes(out), f"truncated {kind} stream"
-                rest = d.unused_data
-                if rest and (magic is None or not rest.startswith(magic)):
-                    if rest.strip(b"\x00"):
-                        return bytes(out), f"trailing data after {kind} stream"
-                    break
-            return bytes(out), ""
+        if kind in ("zlib", "joblib-zfile"):
+            return _decompress_one(zlib.decompressobj(), _zlib_payload(kind, data), limit, "zlib", out)
+        if kind in _MULTI_MEMBER:
+            return _decompress_members(kind, data, limit, out)
         if kind == "lz4":
             try:
                 import lz4.frame  # type: ignore[import-not-found]
             except ImportError:
                 return b"", "lz4 is not installed"
-            d = lz4.frame.LZ4FrameDecompressor()
-            if not take(d.decompress(data, max_length=limit + 1)):
-                return bytes(out), "too-large"
-            if not d.eof:
-                return bytes(out), "truncated lz4 stream"
-            return bytes(out), ""
+            return _decompress_one(lz4.frame.LZ4FrameDecompressor(), data, limit, kind, out)
     except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError, RuntimeError) as exc:
         return bytes(out), short_error(exc)
     return b"", f"unknown compression {kind}"
+
+
+def _zlib_payload(kind: str, data: bytes) -> bytes:
+    """The zlib stream: the data itself, or what follows joblib < 0.10's ``ZF`` length header."""
+    if kind == "zlib":
+        return data
+    payload = data[_ZFILE_HEADER:]
+    return payload[1:] if payload[:1] == b" " else payload
+
+
+def _decompress_one(decompressor: Any, payload: bytes, limit: int, kind: str, out: bytearray) -> tuple[bytes, str]:
+    """One stream into ``out``, at most ``limit`` bytes; the stream must end where its format says."""
+    out.extend(decompressor.decompress(payload, limit + 1 - len(out)))
+    if len(out) > limit:
+        return bytes(out), "too-large"
+    if not decompressor.eof:
+        return bytes(out), f"truncated {kind} stream"
+    return bytes(out), ""
+
+
+def _decompress_members(kind: str, data: bytes, limit: int, out: bytearray) -> tuple[bytes, str]:
+    """Every member of a multi-member stream; NUL padding may follow the last, anything else is an error."""
+    make, magic = _MULTI_MEMBER[kind]
+    rest = data
+    while rest:
+        decompressor = make()
+        _, error = _decompress_one(decompressor, rest, limit, kind, out)
+        if error:
+            return bytes(out), error
+        rest = decompressor.unused_data
+        if rest and (magic is None or not rest.startswith(magic)):
+            if rest.strip(b"\x00"):
+                return bytes(out), f"trailing data after {kind} stream"
+            break
+    return bytes(out), ""
 
 
 def _over_budget(total: int, path: str, ctx: ScanContext) -> bool:
@@ -140,13 +133,12 @@ def _scan_content(content: bytes, member_path: str, ctx: ScanContext, depth: int
     return True
 
 
-def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner, *, secondary: bool = False) -> str:
-    """Scan every member of a zip archive by content (``secondary``: the data only might be a zip)."""
+def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: MemberScanner) -> str:
+    """Scan every member of a zip archive by content; a zip whose directory cannot be read is unparseable."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        if not secondary:
-            report_issue(ctx, path, "unparseable", f"zip: {short_error(exc)}")
+        report_issue(ctx, path, "unparseable", f"zip: {short_error(exc)}")
         return "zip"
     fmt = "zip"
     with archive:
@@ -162,8 +154,8 @@ def scan_zip(data: bytes, path: str, ctx: ScanContext, depth: int, scan_member: 
             return fmt
         for info in infos:
             member_path = f"{path}!{info.filename}"
-            if info.is_dir():
-                continue
+            if info.is_dir() and info.file_size == 0:
+                continue  # a directory entry that holds bytes is read like a file by zipfile: scanned
             if info.flag_bits & 0x1:
                 report_issue(ctx, member_path, "uninspectable", "encrypted zip member")
                 continue

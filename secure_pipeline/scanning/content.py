@@ -10,24 +10,35 @@ import zipfile
 
 from secure_pipeline.scanning import containers, limits
 from secure_pipeline.scanning.pickle_vm import Event, PickleWalker, WalkResult
-from secure_pipeline.scanning.report import ScanContext, ScanFile, ScanReport, report_issue, short_error
+from secure_pipeline.scanning.report import ScanContext, ScanReport, report_issue, short_error
 from secure_pipeline.scanning.second_opinion import second_opinion
 
 
+#: What the unpickler has already done when it rejects a later byte: imports and changes of imported objects.
+_DONE_BEFORE_FAILING = frozenset({"unsafe-import", "unsafe-mutation"})
+
+
+def _done_before_failing(event: Event) -> bool:
+    """Whether the unpickler has acted on ``event`` even if it fails right after: a call, a change of an
+    imported object, or the import of a package's ``__main__`` module, which runs that program as it is
+    imported (``unittest.__main__`` runs test discovery, ``venv.__main__`` builds an environment)."""
+    script = event.kind == "unsafe-import" and event.detail.rpartition(".")[0].endswith(".__main__")
+    return event.called or script
+
+
 def report_events(
-    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, called_only: bool = False, imports_only: bool = False
+    ctx: ScanContext, path: str, events: list[Event], *, importable_only: bool = False, kinds: frozenset[str] | None = None
 ) -> None:
     """Report walk events; the filters are for interpretations of bytes that may not be a pickle.
 
-    ``importable_only`` drops imports whose module or name is not an identifier: the unpickler
-    fails on them before anything runs (a CSV header read as a GLOBAL line, say).
+    ``importable_only`` drops events whose import could not succeed (module or name is not an
+    identifier): the unpickler fails on them before anything runs (a CSV header read as a GLOBAL
+    line, say). ``kinds`` keeps only those kinds of event.
     """
     for event in events:
-        if called_only and not event.called:
+        if kinds is not None and event.kind not in kinds:
             continue
-        if imports_only and event.kind != "unsafe-import":
-            continue
-        if importable_only and event.kind == "unsafe-import" and not event.plausible:
+        if importable_only and not event.plausible:
             continue
         report_issue(ctx, path, event.kind, event.detail)
 
@@ -41,7 +52,10 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
     opcodes, at least one of them imports a module attribute, and the data ends inside the
     pickle (a truncated stream, an argument whose length runs past the end).  Text files break
     off much earlier (an opcode the unpickler rejects, an empty stack), so they are not pickles;
-    for those, only imports the unpickler would call before it gives up are reported.
+    for those, only what the unpickler would do before it gives up is reported: the imports it
+    calls, the ``__main__`` modules it imports, and the imported objects it changes (``SETITEM``
+    on ``os.environ``, say). Other imports without a call are not reported there: a text file whose
+    first lines read like a GLOBAL (``certifi`` / ``numpy`` in a requirements file) stays text.
     """
     result = PickleWalker(data, start, joblib=joblib).run()
     if strict or result.completed or (result.truncated and result.imports):
@@ -50,12 +64,13 @@ def scan_pickle(data: bytes, start: int, path: str, ctx: ScanContext, *, strict:
             report_issue(ctx, path, "unparseable", f"pickle: {result.error}")
         second_opinion(data, start, result, path, ctx)
     else:
-        report_events(ctx, path, result.events, importable_only=True, called_only=True, imports_only=True)
+        done = [event for event in result.events if _done_before_failing(event)]
+        report_events(ctx, path, done, importable_only=True, kinds=_DONE_BEFORE_FAILING)
     if result.joblib_skipped:
         # A plain pickle.load of the same bytes would execute the array bytes as opcodes:
         # whatever that interpretation reaches before it breaks must be safe too.
         plain = PickleWalker(data, start, joblib=False).run()
-        report_events(ctx, path, plain.events, importable_only=True, imports_only=True)
+        report_events(ctx, path, plain.events, importable_only=True, kinds=_DONE_BEFORE_FAILING)
     return result
 
 
@@ -154,8 +169,8 @@ def scan_blob(data: bytes, path: str, ctx: ScanContext, depth: int) -> str:
         return containers.scan_tar(data, path, ctx, depth, scan_blob)
     fmt = _scan_pickle_family(data, path, ctx, depth)
     if fmt in ("text", "data") and zipfile.is_zipfile(io.BytesIO(data)):
-        # a zip with something prepended (zipfile still opens it)
-        return containers.scan_zip(data, path, ctx, depth, scan_blob, secondary=True)
+        # a zip with something prepended (zipfile finds its end record)
+        return containers.scan_zip(data, path, ctx, depth, scan_blob)
     if fmt in ("text", "data") and _opens_as_tar(data):
         # an old (v7) tar has no magic; tarfile still opens it when the header checksum is right
         return containers.scan_tar(data, path, ctx, depth, scan_blob)
@@ -183,25 +198,9 @@ def _scan_pickle_family(data: bytes, path: str, ctx: ScanContext, depth: int) ->
         return _scan_pickle_stream(data, path, ctx, depth, strict=True) or "pickle"
     kind = containers.compression_kind(data)
     if kind is not None:
-        inner, error = containers.decompress(kind, data, max(ctx.budget, 0))
-        text_fallback = kind in ("zlib", "bz2", "joblib-zfile", "lzma") and not inner and looks_like_text(data)
-        if error and text_fallback:
-            pass  # e.g. a text file that happens to start with "x^": not compressed at all
-        else:
-            if error == "too-large":
-                report_issue(ctx, path, "too-large", f"{kind} stream decompresses beyond the inspection budget")
-            elif error == "lz4 is not installed":
-                report_issue(ctx, path, "uninspectable", "lz4-compressed and the lz4 package is not installed")
-            elif error:
-                report_issue(ctx, path, "unparseable", f"{kind}: {error}")
-            if inner:
-                ctx.spend(len(inner))
-                if depth + 1 > limits.MAX_NESTING:
-                    report_issue(ctx, path, "too-large", f"nested more than {limits.MAX_NESTING} containers deep")
-                else:
-                    inner_fmt = scan_blob(inner, path, ctx, depth + 1)
-                    return f"{kind}+{inner_fmt}"
-            return kind
+        fmt = _scan_compressed(kind, data, path, ctx, depth)
+        if fmt is not None:
+            return fmt
     # maybe a protocol 0/1 pickle (these start with ordinary characters)
     issues_before = len(ctx.issues)
     fmt = _scan_pickle_stream(data, path, ctx, depth, strict=False)
@@ -212,6 +211,27 @@ def _scan_pickle_family(data: bytes, path: str, ctx: ScanContext, depth: int) ->
     if looks_like_text(data):
         return "json" if data.lstrip()[:1] in (b"{", b"[") and _is_json(data) else "text"
     return "data"
+
+
+def _scan_compressed(kind: str, data: bytes, path: str, ctx: ScanContext, depth: int) -> str | None:
+    """Decompress and scan what comes out; None when the data only starts like a compressed stream
+    (a text file that happens to start with "x^" is not zlib)."""
+    inner, error = containers.decompress(kind, data, max(ctx.budget, 0))
+    if error and not inner and kind in ("zlib", "bz2", "joblib-zfile", "lzma") and looks_like_text(data):
+        return None
+    if error == "too-large":
+        report_issue(ctx, path, "too-large", f"{kind} stream decompresses beyond the inspection budget")
+    elif error == "lz4 is not installed":
+        report_issue(ctx, path, "uninspectable", "lz4-compressed and the lz4 package is not installed")
+    elif error:
+        report_issue(ctx, path, "unparseable", f"{kind}: {error}")
+    if not inner:
+        return kind
+    ctx.spend(len(inner))
+    if depth + 1 > limits.MAX_NESTING:
+        report_issue(ctx, path, "too-large", f"nested more than {limits.MAX_NESTING} containers deep")
+        return kind
+    return f"{kind}+{scan_blob(inner, path, ctx, depth + 1)}"
 
 
 def _is_json(data: bytes) -> bool:
@@ -228,7 +248,6 @@ def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanReport:
     """Scan an in-memory byte string as if it were a file called ``name``."""
     ctx = ScanContext()
     fmt = scan_blob(data, name, ctx, 0)
-    status = "unsafe" if ctx.issues else "clean"
-    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ScanFile(name, fmt, status),), second_opinions=ctx.second_opinions)
+    return ScanReport(root=name, files_scanned=1, issues=tuple(ctx.issues), files=(ctx.file(name, fmt),), second_opinions=ctx.second_opinions)
 
 

@@ -10,8 +10,7 @@ from typing import Iterator
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.scanning import limits
 from secure_pipeline.scanning.content import scan_blob
-from secure_pipeline.scanning.report import ScanContext, ScanFile, ScanIssue, ScanReport, report_issue
-
+from secure_pipeline.scanning.report import ScanContext, ScanReport, report_issue
 
 
 def _iter_dir(root: Path) -> Iterator[tuple[Path, str]]:
@@ -74,35 +73,40 @@ def scan_path(path: Path) -> ScanReport:
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         raise BadInputError(f"model path {path} does not exist; pass the model file or directory to scan")
-    issues: list[ScanIssue] = []
-    files: list[ScanFile] = []
-    second = 0
-    if path.is_dir():
-        entries = [(p, rel) for p, rel in _iter_dir(path)]
-        for entry_path, marker in entries:
-            rel = entry_path.relative_to(path).as_posix()
-            ctx = ScanContext()
-            if marker == "!unreadable-dir":
-                report_issue(ctx, rel, "unreadable", "directory cannot be listed")
-                fmt = "directory"
-            else:
-                fmt = _scan_file(entry_path, rel, ctx)
-            issues.extend(ctx.issues)
-            second += ctx.second_opinions
-            files.append(ScanFile(rel, fmt, "unsafe" if ctx.issues else "clean"))
-    else:
-        resolved = path.resolve() if path.is_symlink() else path
-        if not resolved.exists():
-            raise BadInputError(f"model path {path} is a dangling symbolic link; pass the real file")
-        rel = str(path)  # the path as given, so every message names what the caller passed
+    scanned = _scan_tree(path) if path.is_dir() else [_scan_given_file(path)]
+    return ScanReport(
+        root=str(path),
+        files_scanned=len(scanned),
+        issues=tuple(issue for _, _, ctx in scanned for issue in ctx.issues),
+        files=tuple(ctx.file(rel, fmt) for rel, fmt, ctx in scanned),
+        second_opinions=sum(ctx.second_opinions for _, _, ctx in scanned),
+    )
+
+
+def _scan_tree(root: Path) -> list[tuple[str, str, ScanContext]]:
+    """(relative path, format, findings) for every entry below ``root``."""
+    scanned = []
+    for entry_path, marker in _iter_dir(root):
+        rel = entry_path.relative_to(root).as_posix()
         ctx = ScanContext()
-        try:
-            with open(resolved, "rb"):
-                pass
-        except OSError as exc:
-            raise BadInputError(f"cannot read {path}: {exc.strerror}; check the path and its permissions") from exc
-        fmt = _scan_file(resolved, rel, ctx)
-        issues.extend(ctx.issues)
-        second += ctx.second_opinions
-        files.append(ScanFile(rel, fmt, "unsafe" if ctx.issues else "clean"))
-    return ScanReport(root=str(path), files_scanned=len(files), issues=tuple(issues), files=tuple(files), second_opinions=second)
+        if marker == "!unreadable-dir":
+            report_issue(ctx, rel, "unreadable", "directory cannot be listed")
+            fmt = "directory"
+        else:
+            fmt = _scan_file(entry_path, rel, ctx)
+        scanned.append((rel, fmt, ctx))
+    return scanned
+
+
+def _scan_given_file(path: Path) -> tuple[str, str, ScanContext]:
+    """The one file the caller named (a link to a file is followed); its findings name the path as given."""
+    resolved = path.resolve() if path.is_symlink() else path
+    if not resolved.exists():
+        raise BadInputError(f"model path {path} is a dangling symbolic link; pass the real file")
+    try:
+        with open(resolved, "rb"):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path}: {exc.strerror}; check the path and its permissions") from exc
+    ctx = ScanContext()
+    return str(path), _scan_file(resolved, str(path), ctx), ctx

@@ -222,7 +222,7 @@ class PickleWalker:
 
     def _mutate(self, target: Any, what: str) -> None:
         if isinstance(target, _Global):
-            self._event("unsafe-mutation", f"{target.dotted} ({what})", called=True)
+            self._event("unsafe-mutation", f"{target.dotted} ({what})", called=True, plausible=plausible_import(target.module, target.name))
 
     # -- joblib ----------------------------------------------------------------------------
     def _skip_joblib_array(self, wrapper: _Obj) -> None:

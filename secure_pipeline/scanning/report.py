@@ -76,8 +76,6 @@ class ScanReport:
         }
 
 
-
-
 @dataclass
 class ScanContext:
     """Mutable state while scanning one file on disk (and everything nested inside it)."""
@@ -92,6 +90,10 @@ class ScanContext:
         if key not in self._seen:
             self._seen.add(key)
             self.issues.append(ScanIssue(path=path, kind=kind, detail=detail, message=message))
+
+    def file(self, path: str, fmt: str) -> ScanFile:
+        """The file record: unsafe when anything was found in it."""
+        return ScanFile(path, fmt, "unsafe" if self.issues else "clean")
 
     def spend(self, nbytes: int) -> bool:
         """Account for ``nbytes`` more bytes to inspect; False once the budget is exhausted."""
@@ -127,8 +129,6 @@ def _issue_message(path: str, kind: str, detail: str) -> str:
 def report_issue(ctx: ScanContext, path: str, kind: str, detail: str, message: str | None = None) -> None:
     """Record a finding; the one-line message is derived from its kind unless given."""
     ctx.add(path, kind, detail, message or _issue_message(path, kind, detail))
-
-
 
 
 def short_error(exc: BaseException) -> str:
