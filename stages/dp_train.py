@@ -51,13 +51,13 @@ class DifferentialPrivacySettings(StageSettings):
     accountant: Literal["prv", "rdp"] = "prv"
 
 
-def require_dp_extra(setting: str = "train.differential_privacy") -> None:
+def require_dp_extra() -> None:
     """Raise `BadInputError` naming the `dp` extra when PyTorch or Opacus is not installed."""
     missing = [name for name in ("torch", "opacus") if importlib.util.find_spec(name) is None]
     if missing:
         raise BadInputError(
-            f"config: {setting} needs {' and '.join(missing)}, which the optional extra 'dp' installs: "
-            f"{EXTRA} (PyTorch, several GB); or remove {setting}"
+            f"config: train.differential_privacy needs {' and '.join(missing)}, which the optional extra 'dp' installs: "
+            f"{EXTRA} (PyTorch, several GB); or remove train.differential_privacy"
         )
 
 
@@ -107,13 +107,19 @@ def train(settings: DifferentialPrivacySettings, x: np.ndarray, y: np.ndarray, s
                         generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.SGD(network.parameters(), lr=settings.learning_rate, momentum=0.9)
     with warnings.catch_warnings():  # Opacus warns about its PRNG (recorded as secure_rng) and hook internals
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", (UserWarning, RuntimeWarning))
         engine = opacus.PrivacyEngine(accountant=settings.accountant)
-        private, optimizer, private_loader = engine.make_private_with_epsilon(
-            module=network, optimizer=optimizer, data_loader=loader, target_epsilon=settings.epsilon,
-            target_delta=delta, epochs=settings.epochs, max_grad_norm=settings.max_grad_norm,
-            noise_generator=torch.Generator().manual_seed(seed + 1),
-        )
+        try:
+            private, optimizer, private_loader = engine.make_private_with_epsilon(
+                module=network, optimizer=optimizer, data_loader=loader, target_epsilon=settings.epsilon,
+                target_delta=delta, epochs=settings.epochs, max_grad_norm=settings.max_grad_norm,
+                noise_generator=torch.Generator().manual_seed(seed + 1),
+            )
+        except ValueError as exc:  # the accountant finds no noise multiplier for this budget
+            raise BadInputError(
+                f"config: train.differential_privacy: Opacus cannot reach epsilon {settings.epsilon} with delta {delta:.3g} over "
+                f"{settings.epochs} epochs at sample rate {1 / len(loader):.3g} ({exc}); raise epsilon or batch_size, or lower epochs"
+            ) from exc
         private.train()
         for _ in range(settings.epochs):
             for batch_x, batch_y in private_loader:

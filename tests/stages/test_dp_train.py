@@ -131,6 +131,13 @@ def test_missing_extra_is_bad_input_naming_it(monkeypatch: pytest.MonkeyPatch) -
     load_stage("train", {})  # training without the setting does not need the extra
 
 
+def test_a_budget_the_accountant_cannot_reach_is_bad_input() -> None:
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    settings = dp_train.DifferentialPrivacySettings(epsilon=1e-5, epochs=200, batch_size=50)
+    with pytest.raises(BadInputError, match=r"cannot reach epsilon 1e-05 .* over 200 epochs"):
+        dp_train.train(settings, x, (x[:, 0] > 0).astype(int))
+
+
 @pytest.mark.parametrize(("section", "needle"), [
     ({"estimator": "sklearn.ensemble.RandomForestClassifier", "differential_privacy": {"epsilon": 1.0}}, "train.estimator does not apply"),
     ({"params": {"max_depth": 3}, "differential_privacy": {"epsilon": 1.0}}, "train.params does not apply"),
