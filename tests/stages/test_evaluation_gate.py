@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from secure_pipeline import demo
-from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
 from secure_pipeline_stages.robustness import Perturber, evasion_attack
 
@@ -72,18 +71,6 @@ def test_train_hands_on_the_sensitive_column_of_the_same_rows(fair: Context, cle
     assert list(out["s_test"].index) == list(out["x_test"].index)
     assert (out["s_test"]["gender"] == clean.loc[out["x_test"].index, "gender"]).all()
     assert fair.results["train"].details["differential_privacy"] == {"enabled": False}
-
-
-def test_differential_privacy_switch_trains_with_diffprivlib_or_says_precisely_why_not(clean: pd.DataFrame) -> None:
-    try:
-        import diffprivlib.models  # noqa: F401
-    except ImportError:
-        with pytest.raises(BadInputError, match=r"train\.differential_privacy: diffprivlib cannot be imported.*scikit-learn 1\.9|diffprivlib"):
-            load_stage("train", {"differential_privacy": {"epsilon": 1.0}})
-        return
-    context = Context(data=clean, target="approved", workdir=Path(tempfile.mkdtemp()), feature_exclude=("gender",), sensitive=("gender",))
-    result = load_stage("train", {"estimator": "sklearn.linear_model.LogisticRegression", "differential_privacy": {"epsilon": 1.0}}).run(context)
-    assert result.details["differential_privacy"]["enabled"] and result.details["differential_privacy"]["epsilon"] == 1.0
 
 
 # ------------------------------------------------------------------------------------- fairness
