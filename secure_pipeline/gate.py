@@ -46,15 +46,32 @@ def check_json(result: StageResult) -> dict[str, Any]:
     return entry
 
 
-def data_report(results: dict[str, StageResult], *, rows: int, dataset_digest: str) -> dict[str, Any]:
-    """The contract's data report; `passed` is false when any check failed."""
+def baseline_json(context: Context) -> dict[str, Any]:
+    """The baselines the checks could judge against: the trusted reference and the verified champion evidence."""
+    champion = context.champion
+    return {
+        "reference_rows": None if context.reference is None else len(context.reference),
+        "champion": None if champion is None else {
+            "version": champion["version"], "run_id": champion["run_id"], "evidence_verified": context.baseline is not None,
+        },
+    }
+
+
+def data_report(
+    results: dict[str, StageResult], *, rows: int, dataset_digest: str, baseline: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The contract's data report; `passed` is false when any check failed. Each check's
+    `details.baseline` says what it judged against (stages that use none leave it out)."""
     checks = {name: check_json(result) for name, result in results.items()}
     for name in REQUIRED_CHECKS:
         checks.setdefault(name, {"status": "skipped", "summary": "not enabled in gate.checks", "rows": [], "metrics": {}})
-    return {
+    report = {
         "schema": REPORT_SCHEMA,
         "passed": not any(c["status"] == "failed" for c in checks.values()),
         "rows": rows,
         "dataset_digest": dataset_digest,
         "checks": checks,
     }
+    if baseline is not None:
+        report["baseline"] = baseline
+    return report

@@ -163,13 +163,13 @@ def scan_data(
             with tracking.run(config.tracking.experiment, run_name=f"scan-data {Path(data).name}"):
                 tracking.log_dataset(frame, Path(data), digest, target)
                 results = gate.run_checks(context, checks, _logger())
-                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
                 tracking.log_json(report_json, f"{tracking.ARTIFACT_DIR}/data-report.json")
                 _log_data_report(report_json, results)
                 tracking.set_tags({"data_gate": "passed" if report_json["passed"] else "failed"})
         else:
             results = gate.run_checks(context, checks)
-            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
     evidence_doc.validate(report_json, schema_file="data-report-v1.schema.json", source="data report")
     return report_json
 
@@ -270,16 +270,18 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)
+        champion = _champion(model_name, alias, public_key, uri, progress)
         context = _context(frame, ref, data_path, target, config, workdir, progress)
+        context.champion, context.baseline = champion, (champion or {}).get("evidence")
         results = gate.run_checks(context, data_stages, log)
-        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
+        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha, baseline=gate.baseline_json(context))
         tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
         _log_data_report(data_report, results)
 
         kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
         train_context = _context(kept, ref, data_path, target, config, workdir, progress)
         train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
-        train_context.champion = _champion(model_name, alias, public_key, uri, progress)
+        train_context.champion = champion
         for stage in model_stages:
             progress(f"model: {stage.name}")
             result = stage.run(train_context)
@@ -357,8 +359,9 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
 
 
 def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:
-    """The current alias holder, for the champion stage: its logged metrics, and the model itself only
-    when its signature and attestation verify with the configured public key."""
+    """The current alias holder, for the data gate's baseline and the champion stage: its logged metrics,
+    and the model and its evidence document only when its signature and attestation verify with the
+    configured public key."""
     from secure_pipeline import verification
     from secure_pipeline.errors import CheckFailedError
 
@@ -367,13 +370,14 @@ def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, pr
         return None
     logged = {k.removeprefix("evaluate."): v for k, v in tracking.run_metrics(holder.run_id).items() if k.startswith("evaluate.")}
     entry: dict[str, Any] = {"version": holder.version, "run_id": holder.run_id, "uri": f"models:/{model_name}/{holder.version}",
-                             "metrics": logged, "model": None, "note": ""}
+                             "metrics": logged, "model": None, "evidence": None, "note": ""}
     if public_key is None:
         entry["note"] = "no public key configured: the champion was not loaded; compared its logged metrics, which may come from other data"
         return entry
     progress(f"champion: verifying {model_name}@{alias} (version {holder.version}) before comparing with it")
     try:
-        entry["model"] = verification.load_verified(entry["uri"], public_key, tracking_uri=uri)
+        entry["model"], verified = verification.load_verified_release(entry["uri"], public_key, tracking_uri=uri)
+        entry["evidence"] = verified.evidence
     except (CheckFailedError, BadInputError) as exc:
         entry["note"] = f"the champion did not verify ({exc}); compared its logged metrics instead"
     return entry

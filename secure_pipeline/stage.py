@@ -86,6 +86,9 @@ class Context:
     # {"version", "run_id", "uri", "metrics", "model" (loaded only after signature verification, else
     # None), "note"}; None when no model holds the alias yet.
     champion: Mapping[str, Any] | None = None
+    # The verified evidence-v1 document of the last promoted version (the alias holder), read only after its
+    # signature and attestation verified, for data checks to judge against; None when there is none.
+    baseline: Mapping[str, Any] | None = None
 
     @property
     def features(self) -> list[str]:

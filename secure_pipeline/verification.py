@@ -6,6 +6,7 @@ anyone with EDIT permission on a registered model can move an alias or edit a ta
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class VerifiedModel:
     version: str | None = None
     run_id: str | None = None
     attestation: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None  # the run's evidence document, read once its digest matched the attestation
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,11 +77,13 @@ def verify_local(target: Path, public_key: "Path | signing.Trust | None" = None,
     return VerifiedModel(str(target), signed.digest, signed.files, Path(target))
 
 
-def _artifact_digest(run_id: str, artifact: str, destination: Path) -> str | None:
+def _artifact(run_id: str, artifact: str, destination: Path) -> tuple[str | None, bytes]:
+    """The digest and bytes of one run artifact; (None, b"") when the run has no such file."""
     path = tracking.download_run_artifact(run_id, artifact, destination)
     if path is None or not path.is_file():
-        return None
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        return None, b""
+    content = path.read_bytes()
+    return "sha256:" + hashlib.sha256(content).hexdigest(), content
 
 
 def verify_registered(
@@ -124,10 +128,10 @@ def verify_registered(
         problems.append(f"the attestation is for {predicate['model_uri']}, but this version serves {entry.source}")
     if predicate["model_name"] != entry.name:
         problems.append(f"the attestation is for registered model '{predicate['model_name']}', not '{entry.name}'")
-    evidence_digest = _artifact_digest(entry.run_id, tracking.EVIDENCE_ARTIFACT, workdir / "evidence")
+    evidence_digest, evidence_bytes = _artifact(entry.run_id, tracking.EVIDENCE_ARTIFACT, workdir / "evidence")
     if evidence_digest != predicate["evidence_sha256"]:
         problems.append("the run's evidence.json " + ("is missing" if evidence_digest is None else "was changed after it was attested"))
-    bom_digest = _artifact_digest(entry.run_id, tracking.BOM_ARTIFACT, workdir / "bom")
+    bom_digest, _ = _artifact(entry.run_id, tracking.BOM_ARTIFACT, workdir / "bom")
     if bom_digest != predicate["bom_sha256"]:
         problems.append("the run's ML-BOM " + ("is missing" if bom_digest is None else "was changed after it was attested"))
     expected_tags = {"model_digest": signed.digest, "decision": predicate["decision"], "run_id": entry.run_id,
@@ -139,7 +143,8 @@ def verify_registered(
             problems.append(f"the version's {key} tag ({tag}) does not match the attestation ({value})")
     if problems:
         raise CheckFailedError(f"{where}: " + "; ".join(problems))
-    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement)
+    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement,
+                         json.loads(evidence_bytes))
 
 
 def _audit_trusted_types(model_dir: Path, uri: str) -> None:
@@ -176,14 +181,19 @@ def load_verified(
     """Verify a registered model (`verify_registered`), scan its files, audit skops' trusted types,
     and only then load it. Trust material: `public_key=`, `cert_chain=[CA.pem]` (X.509), or
     `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`."""
+    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
+    return load_verified_release(uri, material, tracking_uri=tracking_uri)[0]
+
+
+def load_verified_release(uri: str, trust: "Path | signing.Trust | None", *, tracking_uri: str | None = None) -> tuple[Any, VerifiedModel]:
+    """`load_verified`, also returning what was verified (with the attested evidence document)."""
     import mlflow.sklearn
 
     from secure_pipeline import scanning
 
-    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
-    verified = verify_registered(uri, material, tracking_uri=tracking_uri)
+    verified = verify_registered(uri, make_trust(trust), tracking_uri=tracking_uri)
     scan = scanning.scan_path(verified.local_path)
     if not scan.clean:
         raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
     _audit_trusted_types(verified.local_path, uri)
-    return mlflow.sklearn.load_model(str(verified.local_path))
+    return mlflow.sklearn.load_model(str(verified.local_path)), verified
