@@ -215,7 +215,35 @@ def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult
         tracking.log_table(rows, f"{tracking.ARTIFACT_DIR}/flagged-rows.json")
 
 
-def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config: Config) -> tuple[pd.DataFrame, int, list[str]]:
+@dataclass(frozen=True)
+class Handling:
+    """What gate.on_flagged and the pii stage did to the data before training."""
+
+    kept: pd.DataFrame
+    rows_dropped: int
+    columns_dropped: list[str]
+    dropped_by_class: dict[str, dict[str, int]]  # {label: {"dropped": n, "rows": class size}}; classification targets only
+
+    def message(self) -> str:
+        """The progress line naming how many rows were dropped from each class."""
+        per_class = ", ".join(f"'{label}' {c['dropped']:,} of {c['rows']:,} ({c['dropped'] / c['rows']:.1%})"
+                              for label, c in self.dropped_by_class.items() if c["dropped"])
+        return (f"gate: on_flagged=drop removed {self.rows_dropped:,} flagged rows before training"
+                + (f"; by class: {per_class}" if per_class else ""))
+
+
+def _by_class(labels: pd.Series, dropped: list[int]) -> dict[str, dict[str, int]]:
+    """Rows dropped per class of a classification target (empty for a regression target)."""
+    from secure_pipeline.features import looks_like_regression
+
+    if looks_like_regression(labels.dropna()):
+        return {}
+    keys = labels.astype("string").fillna("<null>")
+    totals, gone = keys.value_counts(), keys.iloc[dropped].value_counts()
+    return {str(k): {"dropped": int(gone.get(k, 0)), "rows": int(n)} for k, n in totals.sort_index().items()}
+
+
+def _handle_flagged(frame: pd.DataFrame, target: str, results: dict[str, StageResult], config: Config) -> Handling:
     """Apply gate.on_flagged to flagged rows and drop the PII columns the pii stage asks to drop."""
     columns = sorted({c for r in results.values() for c in r.details.get("drop_columns", [])})
     rows: set[int] = set()
@@ -228,7 +256,8 @@ def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config
 
         key = pseudonym.key_from_env(pii.details["key_env"])
         kept = pseudonym.pseudonymize(kept, list(pii.details["pseudonymize_columns"]), key)
-    return kept, len(rows), columns
+    by_class = _by_class(frame[target], sorted(rows)) if config.gate.on_flagged == "drop" else {}
+    return Handling(kept, len(rows), columns, by_class)
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -278,9 +307,11 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
         _log_data_report(data_report, results)
 
-        kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
-        train_context = _context(kept, ref, data_path, target, config, workdir, progress)
-        train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
+        handling = _handle_flagged(frame, target, results, config)
+        if config.gate.on_flagged == "drop":
+            progress(handling.message())
+        train_context = _context(handling.kept, ref, data_path, target, config, workdir, progress)
+        train_context.feature_exclude = (*train_context.feature_exclude, *handling.columns_dropped)
         train_context.champion = champion
         for stage in model_stages:
             progress(f"model: {stage.name}")
@@ -311,7 +342,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": _redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
-            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped,
+            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": handling.rows_dropped,
+                         "rows_dropped_by_class": handling.dropped_by_class, "columns_dropped": handling.columns_dropped,
                          "columns_pseudonymized": list(results["pii"].details.get("pseudonymize_columns", [])) if "pii" in results else []},
             "stages": {name: _stage_json(r) for name, r in train_context.results.items()},
             "champion": _champion_json(train_context.champion, train_context.results.get("champion"), alias),

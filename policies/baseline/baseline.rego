@@ -35,6 +35,12 @@ rules := {
 		"controls": ["OWASP ML Security Top 10 ML02:2023 Data Poisoning Attack"],
 		"evidence": ["handling.rows_dropped", "dataset.rows"],
 	},
+	"data_gate.class_dropped_share": {
+		"severity": "high",
+		"title": "dropping flagged rows removes at most data.thresholds.baseline.max_class_dropped_share of any class",
+		"controls": ["OWASP ML Security Top 10 ML02:2023 Data Poisoning Attack"],
+		"evidence": ["handling.rows_dropped_by_class"],
+	},
 	"data_gate.warning": {
 		"severity": "low",
 		"title": "data gate checks that warned are reported",
@@ -145,6 +151,22 @@ deny contains violation(
 ) if {
 	dropped := input.handling.rows_dropped
 	dropped > limits.max_rows_dropped_rate * input.dataset.rows
+}
+
+# Dropping a large share of one class changes what the model learns about it (ISLP Default: 109 of the
+# 333 minority rows dropped silently). The limit is optional in a custom data file (default 5 %).
+max_class_dropped_share := object.get(limits, "max_class_dropped_share", 0.05)
+
+deny contains violation(
+	"data_gate.class_dropped_share",
+	sprintf(
+		"on_flagged=drop removed %d of the %d rows of class '%s' (%.1f%%, limit %.0f%%); review the flagged rows, use on_flagged: fail, or raise data.thresholds.baseline.max_class_dropped_share",
+		[counts.dropped, counts.rows, label, (100 * counts.dropped) / counts.rows, max_class_dropped_share * 100],
+	),
+) if {
+	some label, counts in object.get(input.handling, "rows_dropped_by_class", {})
+	counts.rows > 0
+	counts.dropped > max_class_dropped_share * counts.rows
 }
 
 pseudonymized if input.data.checks.pii.details.action == "pseudonymize"
