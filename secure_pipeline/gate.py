@@ -46,6 +46,17 @@ def check_json(result: StageResult) -> dict[str, Any]:
     return entry
 
 
+def verdict(report: dict[str, Any], source: str) -> str:
+    """The gate's one-line verdict; when it failed, the checks that failed and what to do next."""
+    head = f"data gate {'PASSED' if report['passed'] else 'FAILED'} for {source} ({report['rows']} rows, {report['dataset_digest']})"
+    if report["passed"]:
+        return head
+    failed = [name for name, check in report["checks"].items() if check["status"] == "failed"]
+    return (f"{head}: {', '.join(failed)} failed. Each check's summary above says why; next: fix or remove the listed "
+            "rows, pass --reference with trusted data of the same kind (a baseline makes the checks decisive), tune "
+            "the checks' settings in --config, or accept the risk with a waiver of rule data_gate.failed")
+
+
 def baseline_json(context: Context) -> dict[str, Any]:
     """The baselines the checks could judge against: the trusted reference and the verified champion evidence."""
     champion = context.champion
