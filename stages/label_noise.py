@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import Field
 
 from secure_pipeline.errors import BadInputError
-from secure_pipeline.features import as_text_categories, looks_like_regression, split_columns, with_preprocessing
+from secure_pipeline.features import FeatureColumns, as_text_categories, looks_like_regression, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 from secure_pipeline_stages import _label_baseline as baseline
 
@@ -38,6 +38,7 @@ SCALE_ROWS = 200_000  # at or above: at most `scale_folds` folds
 # 17,137-row table take 953 s); logistic regression always fits on every row.
 SVM_MAX_ROWS = 2_000
 TREES_MAX_ROWS = 5_000
+MAX_FEATURE_COLUMNS = 300  # wider tables: the models fit on this many columns, sampled at random (said in the notes)
 ModelName = Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "ensemble", "auto"]
 
 
@@ -158,6 +159,13 @@ def _training_rows(
     return out
 
 
+def _sample_columns(columns: FeatureColumns, keep: int, seed: int) -> FeatureColumns:
+    """At most `keep` of the feature columns (a random choice, kinds and order kept)."""
+    chosen = set(np.random.default_rng(seed).choice(np.array(columns.used, dtype=object), keep, replace=False).tolist())
+    return FeatureColumns(tuple(c for c in columns.numeric if c in chosen), tuple(c for c in columns.categorical if c in chosen),
+                          columns.ignored)
+
+
 def _capped(rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
     """At most `max_rows` of `rows` (a sorted random choice), or all of them."""
     if max_rows is None or rows.size <= max_rows:
@@ -239,6 +247,10 @@ class LabelNoiseStage:
                 "skipped: no usable feature columns (all are constant, empty, or free text/identifiers)",
                 ignored_columns=[*dropped, *columns.ignored],
             )
+        if len(columns.used) > MAX_FEATURE_COLUMNS:
+            notes.append(f"models fit on {MAX_FEATURE_COLUMNS} of the {len(columns.used):,} feature columns, sampled at random "
+                         "(bounded cost in columns)")
+            columns = _sample_columns(columns, MAX_FEATURE_COLUMNS, context.seed)
 
         counts = np.bincount(codes)
         folds = min(self.settings.folds, int(counts.min()))

@@ -277,3 +277,24 @@ def test_invalid_settings_are_bad_input(settings):
 
 def test_registered_entry_point():
     assert type(load_stage("schema", DEMO_SCHEMA)) is SchemaStage
+
+
+def test_wide_tables_screen_before_great_expectations():
+    """Issue 10: cost bounded in columns. Past GX_MAX_COLUMNS, only expectations a vectorized screen finds
+    candidate failures for go to GX; the rest are recorded as screened, and failures are still found."""
+    from secure_pipeline_stages.schema import GX_MAX_COLUMNS
+
+    rng = np.random.default_rng(2)
+    wide = pd.DataFrame(rng.normal(size=(60, GX_MAX_COLUMNS + 20)), columns=[f"c{i}" for i in range(GX_MAX_COLUMNS + 20)])
+    wide["y"] = rng.integers(0, 2, 60)
+    data = wide.copy()
+    data.loc[3, "c5"] = 1e6
+    data.loc[4, "c7"] = None
+    result = run(data, target="y", reference=wide)
+    assert result.status == "failed" and result.rows == [3, 4] and result.metrics["rows_failing"] == 1
+    assert [f.column for f in result.findings if f.row == 4] == ["c7"]  # a new null: a warning finding
+    assert result.details["screened_expectations"] > 2 * GX_MAX_COLUMNS
+    assert "not sent to Great Expectations" in result.summary
+    sent = [e for e in result.details["expectations"] if "note" not in e]
+    assert {(e["column"], e["type"]) for e in sent} >= {("c5", "expect_column_values_to_be_between"),
+                                                        ("c7", "expect_column_values_to_not_be_null")}
