@@ -453,7 +453,9 @@ class LabelNoiseStage:
             from sklearn.model_selection import train_test_split
 
             labels = reference[context.target].astype(str)
-            stratify = labels if labels.value_counts().min() >= 2 else None
+            counts = labels.value_counts()
+            # stratified when scikit-learn can (each class twice, a left-over part of at least one row per class)
+            stratify = labels if counts.min() >= 2 and len(reference) - len(frame) >= counts.size else None
             reference, _ = train_test_split(reference, train_size=len(frame), random_state=context.seed, stratify=stratify)
         reference = reference.reset_index(drop=True)
         ref_codes, ref_names = _label_keys(reference[context.target])

@@ -111,6 +111,14 @@ def test_clean_synthetic_passes_or_warns():
     assert judged.details["baseline"]["comparisons"][1]["p_value"] > 0.01
 
 
+def test_reference_one_row_longer_than_the_data_is_used():
+    """A reference a row longer than the data is sampled down to the data's size without a stratified split
+    that scikit-learn refuses (a left-over part smaller than the number of classes: ISLP Weekly halves)."""
+    data, _ = separable(rows=200)
+    result = run(data, reference=separable(rows=201, seed=1)[0], model="logistic_regression")
+    assert result.details["baseline"]["decided_by"] == ["reference"]
+
+
 def test_hard_clean_target_warns_instead_of_failing():
     """Issue 10, blocker 1: a target that is hard to predict flags many clean rows (ISLP Smarket 41 %);
     the rate is judged against the data's own null, not against a fixed 2 %, so it warns."""
