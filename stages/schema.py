@@ -86,6 +86,7 @@ class ColumnSpec(BaseModel):
 DERIVED_RANGE_Z = 6.0  # derived ranges reach at least this many robust SDs (1.4826 MAD) from the median
 GX_MAX_COLUMNS = 100  # wider tables: only expectations a vectorized screen finds candidate failures for go to GX
 TAIL_ROW_PROBABILITY = 1e-6  # derived ranges reach the value a clean row exceeds with this probability (tail fit)
+FAT_TAIL_KURTOSIS = 1.0  # excess kurtosis above which the tail is fitted as Pareto too (ISLP Weekly returns: the 2008 crash)
 TAIL_SHARE = 0.05  # the tail fit uses the largest (smallest) 5 % of the reference values, at least 5 of them
 
 
@@ -205,8 +206,26 @@ def _widened(values: np.ndarray, margin: float, robust_z: float) -> tuple[float,
     median = float(np.median(values))
     spread = robust_z * 1.4826 * float(np.median(np.abs(values - median)))
     span = high - low
-    return (min(low - margin * span, median - spread, -_tail_reach(-values)),
-            max(high + margin * span, median + spread, _tail_reach(values)))
+    low, high = min(low - margin * span, median - spread, -_tail_reach(-values)), max(high + margin * span, median + spread, _tail_reach(values))
+    if _kurtosis(values) > FAT_TAIL_KURTOSIS:  # fat tails (returns): a Pareto tail reaches further than an exponential
+        low, high = min(low, median - _pareto_reach(median - values)), max(high, median + _pareto_reach(values - median))
+    return low, high
+
+
+def _kurtosis(values: np.ndarray) -> float:
+    sd = float(np.std(values))
+    return 0.0 if sd == 0 else float(np.mean((values - values.mean()) ** 4)) / sd**4 - 3.0
+
+
+def _pareto_reach(distances: np.ndarray) -> float:
+    """Where a Pareto tail (Hill estimate over the largest TAIL_SHARE of the positive `distances`) is exceeded
+    with probability TAIL_ROW_PROBABILITY per row; the largest distance when the tail is too thin to fit."""
+    ordered = np.sort(distances[distances > 0])[::-1]
+    k = max(5, int(TAIL_SHARE * distances.size))
+    if ordered.size <= k or ordered[k] <= 0:
+        return float(ordered[0]) if ordered.size else 0.0
+    alpha = 1.0 / max(float(np.mean(np.log(ordered[:k] / ordered[k]))), 1e-9)
+    return float(ordered[k] * ((k / distances.size) / TAIL_ROW_PROBABILITY) ** (1.0 / alpha))
 
 
 def _skew(values: np.ndarray) -> float:

@@ -298,3 +298,16 @@ def test_wide_tables_screen_before_great_expectations():
     sent = [e for e in result.details["expectations"] if "note" not in e]
     assert {(e["column"], e["type"]) for e in sent} >= {("c5", "expect_column_values_to_be_between"),
                                                         ("c7", "expect_column_values_to_not_be_null")}
+
+
+def test_fat_tailed_columns_reach_further():
+    """Issue 10 (measured on ISLP Weekly): weekly returns whose reference half lacks the 2008 crash
+    (-18.2 %) must not block it; a fat-tailed column (excess kurtosis) also gets a Pareto tail fit."""
+    rng = np.random.default_rng(0)
+    returns = np.clip(rng.standard_t(4, 540) * 1.6, -11, 11)
+    reference = pd.DataFrame({"lag": returns, "y": rng.integers(0, 2, 540)})
+    data = reference.iloc[:100].copy().reset_index(drop=True)
+    data.loc[0, "lag"] = -20.0
+    assert run(data, target="y", reference=reference).status == "passed"
+    data.loc[1, "lag"] = 1e4
+    assert run(data, target="y", reference=reference).rows == [1]
