@@ -3,8 +3,9 @@
 A signature on the model files proves which bytes were signed, not that they passed the gates.
 The attestation says so, cryptographically: its subject is the model's manifest digest (the same
 digest as the model signature's subject) and its predicate binds the evidence document's digest,
-the dataset SHA-256, the policy decision with the policy digest, the ML-BOM digest, key metrics
-and tool versions. Its predicate is described by `schemas/release-attestation-v1.schema.json`.
+the dataset SHA-256, the policy decision with the policy digest, the ML-BOM digest, key metrics,
+tool versions and (optional, newer releases) the training data's reference profile digest. Its
+predicate is described by `schemas/release-attestation-v1.schema.json`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ SCHEMA_FILE = "release-attestation-v1.schema.json"
 
 
 def build_predicate(
-    document: dict[str, Any], *, evidence_sha256: str, bom_sha256: str, signer: str, evidence_artifact: str, bom_artifact: str
+    document: dict[str, Any], *, evidence_sha256: str, bom_sha256: str, signer: str, evidence_artifact: str, bom_artifact: str,
+    profile_sha256: str | None = None, profile_artifact: str | None = None,
 ) -> dict[str, Any]:
-    """The predicate for a run's evidence document (which already holds the policy decision)."""
+    """The predicate for a run's evidence document (which already holds the policy decision); with
+    `profile_sha256`, it also binds the training data's reference profile (what `monitor` compares with)."""
     policy = document["policy"]
     predicate = {
         "predicate_version": "1",
@@ -44,6 +47,8 @@ def build_predicate(
         "signer": signer,
         "created": evidence_doc.now(),
     }
+    if profile_sha256 is not None:
+        predicate.update(training_profile_sha256=profile_sha256, training_profile_artifact=profile_artifact or "")
     validate_predicate(predicate, source="attestation predicate")
     return predicate
 

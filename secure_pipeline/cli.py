@@ -207,7 +207,95 @@ def cmd_policy(args: argparse.Namespace) -> int:
         _say(f"  warn [{warning.rule}]: {warning.message}")
     for problem in decision.waiver_problems:
         _say(f"  waiver problem: {problem['problem']}")
+    if decision.packages_without_rules:
+        _say(f"  note: no deny or warn rule in package(s) {', '.join(decision.packages_without_rules)}")
     return 0 if decision.allow else 1
+
+
+def _cli_trust(args: argparse.Namespace) -> Any:
+    """The verifier's trust material from the trust options (`--public-key`, `--cert-chain` or `--identity/--issuer`)."""
+    from secure_pipeline import verification
+
+    return verification.make_trust(_path(args.public_key), cert_chain=args.cert_chain, identity=args.identity,
+                                   issuer=args.issuer, use_staging=args.staging)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import audit
+
+    _check_report_target(args)
+    report = audit.audit(_cli_trust(args), args.model or (), all_versions=args.all_versions, tracking_uri=_optional(args.tracking_uri))
+    _write_json(report.to_json(), args.json)
+    lines = [finding.line() for finding in report.findings]
+    if args.format in ("sarif", "junit"):
+        from secure_pipeline import ci_report
+
+        _write_output(ci_report.render(report.as_decision(), args.format, evidence_uri=report.tracking_uri), args)
+    elif args.format:
+        _write_output(json.dumps(report.to_json(), indent=2) + "\n" if args.format == "json" else "\n".join(lines) + "\n", args)
+    for line in lines:
+        _say(line)
+    failed = report.failures
+    if failed:
+        _say(f"AUDIT FAILED: {len(failed)} of {len(report.findings)} failed verification: {', '.join(f.uri for f in failed)}")
+        return 1
+    _say(f"AUDIT PASSED: {len(report.findings)} verified in {report.tracking_uri}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import serve
+
+    def ready(verified: Any, url: str) -> None:
+        _say(f"VERIFIED: {args.model_uri} (version {verified.version}, digest {verified.digest}): signature, attestation, scan and trusted types")
+        _say(f"serving on {url} (GET /ping, POST /invocations); stop with SIGTERM or Ctrl-C")
+
+    serve.serve(args.model_uri, _cli_trust(args), host=args.host, port=args.port, tracking_uri=_optional(args.tracking_uri), on_ready=ready)
+    return 0
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import guard
+
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        raise BadInputError(f"guard: the environment variable {args.secret_env} holding the webhook secret is unset or empty; "
+                            "set it (the same secret the MLflow webhook signs with) or name another with --secret-env")
+    trust = _cli_trust(args)
+
+    def log(entry: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(entry, default=str) + "\n")
+        sys.stdout.flush()
+
+    def ready(url: str) -> None:
+        _say(f"guarding the registry's aliases: POST {url}/webhook, GET {url}/health; stop with SIGTERM or Ctrl-C")
+
+    guard.run(trust, secret, host=args.host, port=args.port, register=args.register, webhook_url=_optional(args.webhook_url),
+              tracking_uri=_optional(args.tracking_uri), log=log, on_ready=ready)
+    _say("guard stopped")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from secure_pipeline.registry import monitor
+
+    try:
+        outcome = monitor.monitor(Path(args.batch), args.model, _cli_trust(args), target=_optional(args.target),
+                                  tracking_uri=_optional(args.tracking_uri), policy_dir=_path(args.policy))
+    except CheckFailedError as exc:  # the version or its profile did not verify: nothing was checked or logged
+        _write_json({"schema": monitor.SCHEMA, "decision": "deny", "verified": False, "model": {"uri": args.model}, "reason": str(exc)}, args.json)
+        raise
+    report = outcome.report
+    _write_json(outcome.to_json(), args.json)
+    drift = report["drift"]
+    _say(f"{args.model} (version {report['model']['version']}) verified; batch {args.batch}: {report['batch']['rows']} rows, "
+         f"{len(drift['drifted_columns'])} of {drift['columns_tested']} tested columns drifted; monitoring run {outcome.run_id}")
+    for violation in report["policy"]["violations"]:
+        _say(f"  deny [{violation['rule']}]: {violation['message']}")
+    for warning in report["policy"]["warnings"]:
+        _say(f"  warn [{warning['rule']}]: {warning['message']}")
+    _say("WITHIN POLICY" if outcome.allow else "OUTSIDE POLICY: the monitoring rules deny this batch")
+    return 0 if outcome.allow else 1
 
 
 def _check_report_target(args: argparse.Namespace) -> None:
@@ -223,7 +311,11 @@ def _write_report(decision: dict[str, Any], args: argparse.Namespace) -> None:
     from secure_pipeline import ci_report
 
     uri = getattr(args, "evidence", None) or "evidence.json"
-    text = ci_report.render(decision, args.format, evidence_uri=Path(uri).as_posix())
+    _write_output(ci_report.render(decision, args.format, evidence_uri=Path(uri).as_posix()), args)
+
+
+def _write_output(text: str, args: argparse.Namespace) -> None:
+    """A `--format` report, to `--output` or standard output."""
     if not args.output or args.output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -240,14 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="secure-pipeline", description="Enforced, evidenced security gates for ML models on MLflow.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def report_options(sub: argparse.ArgumentParser) -> None:
+    def report_options(sub: argparse.ArgumentParser, what: str = "the policy decision", case: str = "rule") -> None:
         sub.add_argument("--format", choices=["text", "json", "sarif", "junit"], metavar="{text,json,sarif,junit}",
-                         help="also write the policy decision as a CI report: text, json (the decision JSON), "
-                              "sarif (SARIF 2.1.0 for code scanning) or junit (JUnit XML, one test case per rule)")
+                         help=f"also write {what} as a CI report: text, json (the JSON report), "
+                              f"sarif (SARIF 2.1.0 for code scanning) or junit (JUnit XML, one test case per {case})")
         sub.add_argument("--output", metavar="FILE", help="where --format writes (default: standard output)")
 
     def json_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", metavar="OUT", help="write the JSON report to OUT ('-' = standard output)")
+
+    def trust_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--public-key", metavar="PUBLIC_KEY_PEM", help="the signer's EC public key, PEM")
+        sub.add_argument("--cert-chain", metavar="CA_PEM", action="append", help="trusted CA certificate(s), PEM, for certificate-signed models")
+        sub.add_argument("--identity", metavar="IDENTITY", help="keyless: the signer identity the certificate must name (e-mail or workflow URI)")
+        sub.add_argument("--issuer", metavar="URL", help="keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com")
+        sub.add_argument("--staging", action="store_true", help="keyless: Sigstore's staging instance (testing only)")
 
     run = commands.add_parser("run", help="the whole lifecycle: data gate, train, sign, policy, promote",
                               description="Run the whole lifecycle. With no arguments: the bundled demo data, a local MLflow store.")
@@ -297,11 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="verify a signed model (local path or models:/ URI)",
                                  description="Verify a local model against its signature, or a registry model against its signature, attestation and tags.")
     verify.add_argument("target", metavar="TARGET", help="file, directory, models:/NAME/VERSION or models:/NAME@ALIAS")
-    verify.add_argument("--public-key", metavar="PUBLIC_KEY_PEM", help="the signer's EC public key, PEM")
-    verify.add_argument("--cert-chain", metavar="CA_PEM", action="append", help="trusted CA certificate(s), PEM, for certificate-signed models")
-    verify.add_argument("--identity", metavar="IDENTITY", help="keyless: the signer identity the certificate must name (e-mail or workflow URI)")
-    verify.add_argument("--issuer", metavar="URL", help="keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com")
-    verify.add_argument("--staging", action="store_true", help="keyless: Sigstore's staging instance (testing only)")
+    trust_options(verify)
     verify.add_argument("--signature", metavar="SIG", help="bundle path for a local TARGET (default: TARGET.sig)")
     verify.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ targets")
     json_option(verify)
@@ -324,6 +419,57 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(pol)
     report_options(pol)
     pol.set_defaults(handler=cmd_policy)
+
+    aud = commands.add_parser("audit", help="re-verify every alias (or version) in the model registry",
+                              description="Verify every alias (with --all-versions, every version) of the registered models exactly as "
+                                          "`verify models:/...` does; exit 1 naming each failure, 3 when the registry is unreachable.")
+    trust_options(aud)
+    aud.add_argument("--model", action="append", metavar="NAME_OR_GLOB", help="registered model name or shell glob, repeatable (default: all)")
+    aud.add_argument("--all-versions", action="store_true", help="verify every version, not only those an alias points to")
+    aud.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    json_option(aud)
+    report_options(aud, "the audit", "alias or version")
+    aud.set_defaults(handler=cmd_audit)
+
+    srv = commands.add_parser("serve", help="verify, scan and audit a registry model, then serve it with MLflow's scoring server",
+                              description="Check MODEL_URI as load_verified does (signature, attestation, tags, scan, trusted types), then serve "
+                                          "the verified copy with MLflow's scoring server (GET /ping, POST /invocations). Any failed check: "
+                                          "exit 1 before listening.")
+    srv.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    trust_options(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    srv.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    srv.set_defaults(handler=cmd_serve)
+
+    grd = commands.add_parser("guard", help="receive MLflow webhooks and put back aliases moved to versions that do not verify",
+                              description="Serve POST /webhook (HMAC-checked MLflow webhook deliveries) and GET /health. When an alias is set, "
+                                          "or an aliased version's tags change, verify the version it points to; if that fails, move the alias "
+                                          "back to the newest earlier version that verifies (or delete it), tag the refused version "
+                                          "secure_pipeline.guard=reverted and log one JSON line to standard output. Runs until SIGTERM/SIGINT.")
+    trust_options(grd)
+    grd.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    grd.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787)")
+    grd.add_argument("--secret-env", default="SECURE_PIPELINE_WEBHOOK_SECRET", metavar="VAR",
+                     help="environment variable holding the webhook secret (default SECURE_PIPELINE_WEBHOOK_SECRET)")
+    grd.add_argument("--register", action="store_true", help="create or update the MLflow webhook for this guard before serving")
+    grd.add_argument("--webhook-url", metavar="URL", help="with --register: the URL the tracking server posts to (default http://HOST:PORT/webhook)")
+    grd.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    grd.set_defaults(handler=cmd_guard)
+
+    mon = commands.add_parser("monitor", help="check a batch of new inputs (and labels) against the promoted version's attested training profile",
+                              description="Verify MODEL_URI as load_verified does, check its training profile against the attestation, then "
+                                          "check BATCH: schema, drift per column, poisoning signals and, with --target, the model's metrics "
+                                          "against the attested ones. Logs a run in the secure-pipeline-monitoring experiment. Exit 0 within "
+                                          "policy, 1 when the monitoring rules deny.")
+    mon.add_argument("batch", metavar="BATCH", help="new inference inputs, CSV or Parquet")
+    mon.add_argument("--model", required=True, metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    trust_options(mon)
+    mon.add_argument("--target", metavar="COLUMN", help="the label column, when the batch has labels (feedback data)")
+    mon.add_argument("--policy", metavar="DIR", help="policy directory holding the monitoring pack (default: bundled)")
+    mon.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    json_option(mon)
+    mon.set_defaults(handler=cmd_monitor)
     return parser
 
 

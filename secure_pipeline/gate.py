@@ -74,8 +74,8 @@ def data_report(
     """The contract's data report; `passed` is false when any check failed. Each check's
     `details.baseline` says what it judged against (stages that use none leave it out)."""
     checks = {name: check_json(result) for name, result in results.items()}
-    for name in REQUIRED_CHECKS:
-        checks.setdefault(name, {"status": "skipped", "summary": "not enabled in gate.checks", "rows": [], "metrics": {}})
+    for name in REQUIRED_CHECKS:  # a check that did not run is reported in the same shape as one that did
+        checks.setdefault(name, check_json(StageResult(name=name, status="skipped", summary="not enabled in gate.checks")))
     report = {
         "schema": REPORT_SCHEMA,
         "passed": not any(c["status"] == "failed" for c in checks.values()),

@@ -7,6 +7,7 @@ MLflow through `tracking`, signs through `signing` and decides through `policy`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
-from secure_pipeline import waivers as waivers_mod
+from secure_pipeline.policy import waivers as waivers_mod
 from secure_pipeline.config import Config, load_config
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
@@ -135,11 +137,35 @@ def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signi
     return signer, settings.public_key
 
 
-def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    frame = data_io.read_table(data_path)
+def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+    """The data, the SHA-256 of the bytes it was parsed from, and the reference table."""
+    frame, digest = data_io.read_dataset(data_path)
     data_io.require_column(frame, target, data_path)
     ref = data_io.read_table(reference, what="reference") if reference else None
-    return frame, ref
+    return frame, digest, ref
+
+
+def _check_finite_features(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """inf/-inf in a feature column is refused before any check runs: scikit-learn estimators (the
+    data gate's and the trained model's) refuse it, and silently imputing it would change the data."""
+    features = frame.drop(columns=[target, *config.data.exclude], errors="ignore").select_dtypes("number")
+    infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float, na_value=np.nan)).any()]
+    if infinite:
+        raise BadInputError(
+            f"{data_path}: feature column(s) {infinite} hold inf/-inf, which scikit-learn estimators refuse; "
+            "replace them with finite values (or empty cells for missing ones), or list the columns in data.exclude"
+        )
+
+
+def _check_classifier_target(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """A continuous target for the train stage's classifier is refused before the data gate runs."""
+    from secure_pipeline.features import looks_like_regression
+
+    if "train" in config.model_stages and looks_like_regression(frame[target]):
+        raise BadInputError(
+            f"{data_path}: target column '{target}' looks continuous ({frame[target].nunique()} distinct numeric values), "
+            "but the train stage fits a classifier; pass a column of class labels to --target, or bin this one into classes first"
+        )
 
 
 def scan_data(
@@ -153,9 +179,9 @@ def scan_data(
 ) -> dict[str, Any]:
     """Run the data gate on a CSV/Parquet file and return the contract's data report."""
     config = config or Config()
-    frame, ref = _read(Path(data), target, reference or config.data.reference)
+    frame, digest, ref = _read(Path(data), target, reference or config.data.reference)
     checks = gate.load_checks(config)
-    digest = data_io.file_sha256(Path(data))
+    _check_finite_features(frame, target, config, Path(data))
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as workdir:
         context = _context(frame, ref, Path(data), target, config, Path(workdir), progress)
         if log_to_mlflow:
@@ -201,8 +227,30 @@ def _logger() -> Callable[[StageResult], None]:
             tracking.log_json(gate.check_json(result), f"{tracking.ARTIFACT_DIR}/stages/{result.name}.json")
         for path in result.artifacts.values():
             tracking.log_file(path, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
+        if result.outputs.get("reference_expectations"):
+            with tempfile.TemporaryDirectory(prefix="secure-pipeline-suite-") as workdir:
+                suite = _write_suite(result.outputs["reference_expectations"], Path(workdir))
+                tracking.log_file(suite, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
 
     return log
+
+
+def _write_suite(expectations: list[dict[str, Any]], workdir: Path) -> Path:
+    """A stage's reference expectations (dicts with `type` between/in_set) as a Great Expectations suite file."""
+    import json
+
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    items = [
+        gxe.ExpectColumnValuesToBeBetween(column=e["column"], min_value=float(e["min_value"]), max_value=float(e["max_value"]))
+        if e["type"] == "between" else gxe.ExpectColumnValuesToBeInSet(column=e["column"], value_set=list(e["value_set"]))
+        for e in expectations
+    ]
+    suite = gx.ExpectationSuite(name="secure_pipeline_poisoning_reference", expectations=items)
+    path = workdir / "reference-expectations.json"
+    path.write_text(json.dumps(suite.to_json_dict(), default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult]) -> None:
@@ -278,14 +326,15 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
     alias = options.alias or config.registry.alias
     if alias.lower().startswith("v") and alias[1:].isdigit():
         raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
-    frame, ref = _read(data_path, target, reference)
+    frame, dataset_sha, ref = _read(data_path, target, reference)
     data_stages, model_stages = _stages_for(config)
+    _check_classifier_target(frame, target, config, data_path)
+    _check_finite_features(frame, target, config, data_path)
     packs = options.packs or config.policy.packs
     waivers = options.waivers or config.policy.waivers
     policy_dir = policy.check(options.policy or config.policy.dir, packs)
     waivers_mod.load(waivers)  # a missing or malformed waivers file fails before any work
     signer, public_key = _signer(config, options.key, progress)
-    dataset_sha = data_io.file_sha256(data_path)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(config.tracking.experiment, run_name=model_name) as active:
         workdir = Path(tmp)
@@ -310,6 +359,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         handling = _handle_flagged(frame, target, results, config)
         if config.gate.on_flagged == "drop":
             progress(handling.message())
+        profile_sha = log_training_profile(_profiled_columns(handling.kept, results, config, handling.columns_dropped), target, workdir, config.seed)
         train_context = _context(handling.kept, ref, data_path, target, config, workdir, progress)
         train_context.feature_exclude = (*train_context.feature_exclude, *handling.columns_dropped)
         train_context.champion = champion
@@ -339,7 +389,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         document = {
             "schema": evidence_doc.SCHEMA,
             "created": evidence_doc.now(),
-            "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": _redact(uri)},
+            "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": tracking.redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
             "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": handling.rows_dropped,
@@ -354,6 +404,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
                             "predicate_type": attestation.PREDICATE_TYPE},
             "tools": evidence_doc.tool_versions(),
         }
+        document["dataset"].update(profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT)
         evidence_doc.validate(document)
         progress("policy: evaluating the evidence")
         decision = policy.evaluate(document, policy_dir, packs, waivers)
@@ -375,6 +426,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             predicate = attestation.build_predicate(
                 document, evidence_sha256=evidence_sha, bom_sha256=ml_bom.sha256(bom_bytes), signer=signature["signer"],
                 evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT,
+                profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT,
             )
             tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
         tags = {"decision": document["policy"]["decision"], "model_digest": model_digest, "dataset_sha256": dataset_sha,
@@ -388,6 +440,27 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
                                         _description(document, active.info.run_id, alias), active.info.run_id)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
+
+
+def _profiled_columns(kept: pd.DataFrame, results: dict[str, StageResult], config: Config, dropped: list[str]) -> pd.DataFrame:
+    """The training data the profile describes: without excluded, dropped or pseudonymized columns
+    (their raw values must not land in an artifact, and new batches arrive unpseudonymized)."""
+    pii = results.get("pii")
+    hidden = {*config.data.exclude, *dropped, *(pii.details.get("pseudonymize_columns", []) if pii is not None else [])}
+    return kept[[c for c in kept.columns if c not in hidden]]
+
+
+def log_training_profile(frame: pd.DataFrame, target: str, workdir: Path, seed: int = 0) -> str:
+    """Profile the training data with the drift stage's profile code, log it as the run's
+    `training-profile.json` artifact and return its `sha256:` digest (the attestation binds it)."""
+    from secure_pipeline_stages import drift
+
+    profile = {**drift.build_profile(frame, drift.DriftSettings(), seed), "target": target}
+    data = (json.dumps(profile, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    path = workdir / Path(tracking.PROFILE_ARTIFACT).name
+    path.write_bytes(data)
+    tracking.log_file(path)
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:
@@ -433,16 +506,6 @@ def _stage_json(result: StageResult) -> dict[str, Any]:
     if result.details:
         entry["details"] = dict(result.details)
     return entry
-
-
-def _redact(uri: str) -> str:
-    """Drop credentials from a tracking URI before it goes into evidence."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
 def _description(document: dict[str, Any], run_id: str, alias: str) -> str:

@@ -86,8 +86,9 @@ class Context:
     # {"version", "run_id", "uri", "metrics", "model" (loaded only after signature verification, else
     # None), "note"}; None when no model holds the alias yet.
     champion: Mapping[str, Any] | None = None
-    # The verified evidence-v1 document of the last promoted version (the alias holder), read only after its
-    # signature and attestation verified, for data checks to judge against; None when there is none.
+    # The verified evidence-v1 document of the last promoted version (its `data` key is the data report,
+    # with `checks.<stage>.metrics`), for stages that judge a statistic against the champion's; None when
+    # no version was promoted yet or its signature and attestation did not verify.
     baseline: Mapping[str, Any] | None = None
 
     @property

@@ -6,15 +6,17 @@ MLflow and network errors are turned into `InfrastructureError` here, at the bou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
@@ -26,6 +28,8 @@ SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
 ATTESTATION_ARTIFACT = f"{ARTIFACT_DIR}/attestation.sig"
 EVIDENCE_ARTIFACT = f"{ARTIFACT_DIR}/evidence.json"
 BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
+PROFILE_ARTIFACT = f"{ARTIFACT_DIR}/training-profile.json"  # reference profile of the training data, bound by the attestation
+MONITORING_EXPERIMENT = "secure-pipeline-monitoring"
 TAG_PREFIX = "secure_pipeline."
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
@@ -43,12 +47,27 @@ def resolve_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+# MLflow retries a failed HTTP request 7 times with exponential backoff and waits up to 120 s per
+# request: a tracking server that dies mid-run was reported only ~500 s later. These bounds (the
+# user's own environment settings win) make a dead server an exit 3 within about 10 s, and a hung one
+# within a few minutes, while a slow artifact upload still has 60 s per request.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
 def connect(uri: str | None) -> str:
     """Point MLflow at the tracking store and check that it answers; raise `InfrastructureError` if not."""
     import mlflow
 
     uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _initialise_sqlite(uri)
     if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
                 response.read()
@@ -62,6 +81,31 @@ def connect(uri: str | None) -> str:
     return uri
 
 
+def _initialise_sqlite(uri: str) -> None:
+    """Create or migrate an embedded sqlite store under a file lock.
+
+    Two processes opening a fresh `mlflow.db` at once race in MLflow's schema migration
+    (`CommandError: Online migration expected to match one row`); the lock makes the second wait
+    until the first has created the tables. Later calls only open the store MLflow has cached for
+    the URI (the lock is taken each time, the migration happens once).
+    """
+    import fcntl
+
+    import mlflow
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    lock_path = database.with_name(database.name + ".lock")
+    try:
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with infrastructure_errors(f"opening the tracking store {uri}"):
+                client = mlflow.MlflowClient(uri, registry_uri=uri)
+                client.search_experiments(max_results=1)
+                client.search_registered_models(max_results=1)
+    except OSError as exc:
+        raise InfrastructureError(f"tracking store {uri}: cannot lock {lock_path} ({exc.strerror}); check the folder's permissions") from exc
+
+
 @contextlib.contextmanager
 def infrastructure_errors(action: str) -> Iterator[None]:
     """Translate MLflow, network and file-system failures during `action` into `InfrastructureError`."""
@@ -72,9 +116,45 @@ def infrastructure_errors(action: str) -> Iterator[None]:
     except SecurePipelineError:
         raise
     except MlflowException as exc:
-        raise InfrastructureError(f"MLflow failed while {action}: {exc.message.splitlines()[0] if exc.message else exc}") from exc
+        first = exc.message.splitlines()[0] if exc.message else str(exc)
+        if _unreachable(exc):
+            raise InfrastructureError(f"tracking server {_server()} unreachable while {action} ({_short(first)}); check that it is running and reachable") from exc
+        raise InfrastructureError(f"MLflow failed while {action}: {first}") from exc
     except (OSError, ConnectionError) as exc:
         raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow error comes from a server that did not answer (refused, reset, timed out)."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text
+
+
+def _server() -> str:
+    import mlflow
+
+    return redact(mlflow.get_tracking_uri())
+
+
+def redact(uri: str) -> str:
+    """Drop credentials from a tracking URI before it goes into evidence or a message."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextlib.contextmanager
@@ -89,25 +169,57 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     try:
         yield active
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        with contextlib.suppress(Exception):  # the original failure is what the caller must see
+            mlflow.end_run(status="FAILED")
         raise
     else:
-        mlflow.end_run()
+        with infrastructure_errors("ending the run"):
+            mlflow.end_run()
+
+
+def log_monitoring_run(report: dict[str, Any]) -> str:
+    """Log a monitoring report as a run of MONITORING_EXPERIMENT, tagged with the model version it
+    checked (name, version, source run, digest) and the decision; returns the run id."""
+    model = report["model"]
+    with run(MONITORING_EXPERIMENT, run_name=f"monitor {model['name']} v{model['version']}") as active:
+        set_tags({"monitored_model": model["name"], "monitored_version": str(model["version"]), "monitored_run_id": str(model["run_id"]),
+                  "model_digest": model["digest"], "batch_sha256": report["batch"]["sha256"], "decision": report["decision"],
+                  "drifted_columns": ",".join(report["drift"]["drifted_columns"])})
+        log_metrics("drift", {"drifted_share": report["drift"]["drifted_share"], "columns_drifted": len(report["drift"]["drifted_columns"]),
+                              "columns_tested": report["drift"]["columns_tested"]})
+        if report["metrics"].get("measured"):
+            log_metrics("batch", report["metrics"]["batch"])
+        log_json(report, f"{ARTIFACT_DIR}/monitor-report.json")
+        return str(active.info.run_id)
+
+
+_REFUSED_KEY_CHARACTERS = re.compile(r"[^\w.\- ]")
+MAX_KEY_LENGTH = 250  # MLflow's limit for metric and param keys
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as a metric or param key MLflow accepts (letters, digits, `_ - . ` and spaces, at most
+    250 characters). Other characters, e.g. of a column named `x'); DROP TABLE runs;--`, become `_`,
+    and 8 hex digits of the original's SHA-256 keep two such names apart. Evidence keeps the original."""
+    safe = _REFUSED_KEY_CHARACTERS.sub("_", name)
+    if safe == name and len(name) <= MAX_KEY_LENGTH:
+        return name
+    return f"{safe[:MAX_KEY_LENGTH - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     with infrastructure_errors("logging params"):
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_params({mlflow_key(k): str(v)[:6000] for k, v in params.items()})
 
 
 def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
-    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate`."""
+    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate` (keys made acceptable by `mlflow_key`)."""
     import mlflow
 
     with infrastructure_errors("logging metrics"):
-        mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(f"{prefix}.{k}"): float(v) for k, v in metrics.items()})
 
 
 def set_note(markdown: str) -> None:
@@ -197,16 +309,34 @@ def download_model(uri: str, destination: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
 
 
-def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path | None:
-    """Download one run artifact, or None when the run has no such artifact."""
+def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: Path) -> dict[str, Path | None]:
+    """Download the named files of a run's artifacts into `destination`: one run lookup and one listing
+    per folder, then one transfer per file. An artifact is None only when the store's listing says the
+    run does not have it; a store that cannot be reached or read raises `InfrastructureError`, so an
+    outage is never mistaken for "the run never logged it"."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     destination.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(destination)))
-    except (MlflowException, OSError):
-        return None
+    found: dict[str, Path | None] = dict.fromkeys(artifacts)
+    with infrastructure_errors(f"reading the artifacts of run {run_id}"):
+        try:
+            run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None  # the store answered: there is no such run, so it holds no artifacts
+        if run is None:
+            return found
+        repository = get_artifact_repository(run.info.artifact_uri)
+        listed: dict[str, set[str]] = {}
+        for artifact in artifacts:
+            folder = artifact.rpartition("/")[0]
+            if folder not in listed:
+                listed[folder] = {entry.path for entry in repository.list_artifacts(folder or None) if not entry.is_dir}
+            found[artifact] = Path(repository.download_artifacts(artifact, str(destination))) if artifact in listed[folder] else None
+    return found
 
 
 def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
@@ -301,3 +431,78 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
     with infrastructure_errors(f"reading the metrics of run {run_id}"):
         return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+
+
+def registered_aliases() -> dict[str, dict[str, str]]:
+    """Every registered model of the registry and its aliases (alias -> version), all pages."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found: dict[str, dict[str, str]] = {}
+    token = None
+    with infrastructure_errors("listing the registered models"):
+        while True:
+            page = client.search_registered_models(max_results=200, page_token=token)
+            for model in page:
+                found[model.name] = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            token = page.token
+            if not token:
+                return found
+
+
+def version_numbers(name: str) -> list[str]:
+    """Every version of a registered model, newest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    numbers: list[int] = []
+    token = None
+    escaped = name.replace("'", "\\'")
+    with infrastructure_errors(f"listing the versions of {name}"):
+        while True:
+            page = client.search_model_versions(f"name='{escaped}'", max_results=200, page_token=token)
+            numbers += [int(v.version) for v in page]
+            token = page.token
+            if not token:
+                return [str(n) for n in sorted(set(numbers), reverse=True)]
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"moving {name}@{alias} to version {version}"):
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def delete_alias(name: str, alias: str) -> None:
+    import mlflow
+
+    with infrastructure_errors(f"deleting {name}@{alias}"):
+        mlflow.MlflowClient().delete_registered_model_alias(name, alias)
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    """Tag a model version with `secure_pipeline.KEY`."""
+    import mlflow
+
+    with infrastructure_errors(f"tagging {name} version {version}"):
+        mlflow.MlflowClient().set_model_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
+
+
+def ensure_webhook(name: str, url: str, events: list[str], secret: str) -> tuple[str, bool]:
+    """Create the registry webhook called `name`, or update it to this URL, events and secret and
+    make it active; returns (webhook id, created)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    with infrastructure_errors(f"registering the webhook {name} for {url}"):
+        token = None
+        while True:
+            page = client.list_webhooks(max_results=100, page_token=token)
+            existing = next((hook for hook in page if hook.name == name), None)
+            if existing is not None:
+                client.update_webhook(existing.webhook_id, url=url, events=events, secret=secret, status="ACTIVE")
+                return existing.webhook_id, False
+            token = page.token
+            if not token:
+                return client.create_webhook(name, url, events=events, secret=secret).webhook_id, True

@@ -63,6 +63,11 @@ def _as_numeric(series: pd.Series) -> np.ndarray | None:
     return pd.to_numeric(series.astype("string"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def numeric_values(series: pd.Series) -> np.ndarray | None:
+    """A column's float values as the drift tests read them; None when it is not numeric."""
+    return _as_numeric(series)
+
+
 def profile_column(series: pd.Series, bins: int, sample_size: int, rng: np.random.Generator) -> dict[str, Any]:
     """The profile of one reference column (JSON-serializable)."""
     entry: dict[str, Any] = {"rows": int(len(series)), "null_rate": float(series.isna().mean()) if len(series) else 0.0}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -72,42 +74,65 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mlflow.end_run()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )
+def start_mlflow_server(root: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`, extra
+    environment `env`); wait until it answers."""
+    port = free_port()
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,  # its workers share the group
+            env={**os.environ, **(env or {})},
+        )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    try:
+        wait_for_http(f"{uri}/health", process, root / "server.log")
+    except RuntimeError:
+        stop_process(process)
+        raise
+    return process, uri
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll `url` until it answers; raise with the end of `log` if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
+            with urllib.request.urlopen(url, timeout=2):
+                return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-    yield uri
-    process.terminate()
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a server started by `start_mlflow_server` and its workers (one process group); kill it
+    if it has not stopped within 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend and a local artifact root."""
+    process, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    stop_process(process)
 
 
 @dataclass(frozen=True)
@@ -147,3 +172,88 @@ def model_dir(tmp_path: Path) -> Path:
     (model / "config.json").write_text('{"layers": 3}\n')
     (model / "sub" / "vocab.txt").write_text("alpha\nbeta\ngamma\n")
     return model
+
+
+def release_model(name: str, signer: Any, decision: str, seed: int, workdir: Path, *, register: bool = True, alias: str = "champion",
+                  profile: bool = False) -> dict:
+    """Log, scan, sign, attest and (if asked) register a small model as runner.run does; `signer` is a `signing.Signer`.
+    With `profile`, the training data (columns a, b, c ~ N(0, 1), target y = a > 0) is profiled and attested as runner.run does."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from secure_pipeline import attestation, bom, runner, scanning, signing, tracking
+    from secure_pipeline import evidence as evidence_doc
+
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
+    workdir.mkdir(parents=True)
+    with tracking.run("supply-chain", run_name=name) as active:
+        logged = tracking.log_model(model, runner._trusted_types(model), x.head(3), workdir)
+        scan = scanning.scan_path(logged.local_copy)
+        assert scan.clean
+        signed = signing.sign_model(logged.local_copy, workdir / "model.sig", signer, ignore=[tracking.REGISTRY_META])
+        tracking.log_file(signed.signature)
+        document = {
+            "run": {"run_id": active.info.run_id},
+            "dataset": {"path": "train.csv", "sha256": "sha256:" + f"{seed:02x}" * 32, "rows": 60, "target": "y"},
+            "data": {"passed": decision == "allow", "checks": {}},
+            "stages": {"evaluate": {"metrics": {"accuracy": 0.9}}},
+            "model": {"name": name, "model_id": logged.model_id, "uri": logged.uri, "format": "skops", "digest": signed.digest,
+                      "files": signed.files, "scan": scan.to_json()},
+            "tools": evidence_doc.tool_versions(),
+            "policy": {"decision": decision, "policy_digest": "sha256:" + "0f" * 32, "violations": []},
+        }
+        evidence_bytes = evidence_doc.canonical_bytes(document)
+        (workdir / "evidence.json").write_bytes(evidence_bytes)
+        tracking.log_file(workdir / "evidence.json")
+        bom_bytes = bom.canonical_bytes(bom.build(document))
+        (workdir / "ml-bom.cdx.json").write_bytes(bom_bytes)
+        tracking.log_file(workdir / "ml-bom.cdx.json")
+        evidence_sha = bom.sha256(evidence_bytes)
+        profile_sha = runner.log_training_profile(x.assign(y=(x["a"] > 0).astype(int)), "y", workdir) if profile else None
+        predicate = attestation.build_predicate(document, evidence_sha256=evidence_sha, bom_sha256=bom.sha256(bom_bytes),
+                                                signer=signer.identity(), evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT,
+                                                profile_sha256=profile_sha, profile_artifact=tracking.PROFILE_ARTIFACT)
+        tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
+        tags = {"decision": decision, "model_digest": signed.digest, "dataset_sha256": predicate["dataset_sha256"],
+                "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
+        version = None
+        if register:
+            version = tracking.register(logged.uri, name, alias, tags, "test release", active.info.run_id)
+    return {"run_id": active.info.run_id, "uri": logged.uri, "version": version, "digest": signed.digest, "model": model,
+            "artifacts": Path(mlflow.get_run(active.info.run_id).info.artifact_uri.removeprefix("file://")), "tags": tags}
+
+
+@contextlib.contextmanager
+def sqlite_registry(workdir: Path) -> Iterator[str]:
+    """A sqlite store in `workdir`, made the tracking store and the working directory until exit."""
+    import mlflow
+
+    from secure_pipeline import tracking
+
+    previous = Path.cwd()
+    os.chdir(workdir)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    tracking.connect(uri)
+    try:
+        yield uri
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        mlflow.end_run()
+        os.chdir(previous)
+
+
+def register_forged(release: dict, name: str, alias: str) -> str:
+    """Register a (denied) release's model by hand, its tags copied with the decision forged to allow,
+    and point `alias` at it, as someone with EDIT permission could; returns the version."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    forged = client.create_model_version(name, release["uri"], run_id=release["run_id"], model_id=release["uri"].removeprefix("models:/"),
+                                         tags={f"secure_pipeline.{k}": ("allow" if k == "decision" else v) for k, v in release["tags"].items()})
+    client.set_registered_model_alias(name, alias, forged.version)
+    return str(forged.version)

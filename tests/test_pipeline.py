@@ -165,6 +165,27 @@ def test_ml_bom_and_signed_attestation_are_logged_and_bound(lifecycle: dict) -> 
     assert [s["name"] for s in predicate["scan"]["scanners"]] == ["secure-pipeline-allowlist", "picklescan"]
 
 
+def test_training_profile_is_attested_and_monitor_accepts_the_training_data(lifecycle: dict) -> None:
+    """The clean run logs the training data's reference profile; its digest is in the evidence and
+    the attestation, and `monitor` finds the demo data itself within policy for the promoted model."""
+    import hashlib
+
+    from secure_pipeline import tracking
+    from secure_pipeline.registry import monitor
+
+    outcome = lifecycle["clean"]
+    profile = Path(mlflow.MlflowClient(lifecycle["uri"]).download_artifacts(outcome.run_id, tracking.PROFILE_ARTIFACT, str(lifecycle["dir"] / "profile-check")))
+    digest = "sha256:" + hashlib.sha256(profile.read_bytes()).hexdigest()
+    assert outcome.evidence["dataset"]["profile_sha256"] == digest
+    public_key = lifecycle["dir"] / "secure-pipeline-dev-keys" / "dev-public-key.pem"
+    data = Path(outcome.evidence["dataset"]["path"])
+    result = monitor.monitor(data, f"models:/{outcome.model_name}/{outcome.version}", verification.make_trust(public_key),
+                             target=outcome.evidence["dataset"]["target"], tracking_uri=lifecycle["uri"])
+    assert result.report["profile"]["sha256"] == digest
+    assert result.allow and result.report["drift"]["drifted_columns"] == [], result.report["policy"]["violations"]
+    assert result.report["metrics"]["measured"] and result.report["columns"]["missing"] == []
+
+
 def test_evaluation_gate_evidence_plots_and_champion(lifecycle: dict) -> None:
     """The clean demo's model is audited (fairness, robustness, privacy, explain) and is the first
     champion; the next run is compared with it on the same held-out rows after verifying it."""

@@ -279,6 +279,59 @@ def test_rego_syntax_error_names_file_and_line(baseline_copy: Path) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("name", ["acme.rego", "data.json"])
+def test_a_policy_file_that_is_not_utf8_is_bad_input(name: str, baseline_copy: Path) -> None:
+    """Exit 2 naming the file (was exit 3, "unexpected failure (UnicodeDecodeError ...)")."""
+    pack = baseline_copy / "acme"
+    pack.mkdir()
+    latin1 = "caf\u00e9".encode("latin-1")
+    rule = b'package acme\n\nimport rego.v1\n\n# ' + (latin1 if name == "acme.rego" else b"") + b'\ndeny contains "x" if data.thresholds.on\n'
+    (pack / "acme.rego").write_bytes(rule)
+    (pack / "data.json").write_bytes(b'{"thresholds": {"on": false, "n": "' + (latin1 if name == "data.json" else b"") + b'"}}')
+    with pytest.raises(BadInputError) as raised:
+        policy.evaluate(load_fixture("allow"), baseline_copy, cache=False)
+    assert str(raised.value).startswith(f"{pack / name}: "), raised.value
+    assert "UTF-8" in str(raised.value)
+
+
+def test_a_directory_named_like_a_module_is_not_read_as_one(baseline_copy: Path) -> None:
+    """A folder `old.rego/` is walked like any folder (was exit 3, IsADirectoryError); its modules still count."""
+    pack = baseline_copy / "acme" / "old.rego"
+    pack.mkdir(parents=True)
+    (pack / "inner.rego").write_text('package acme\n\nimport rego.v1\n\ndeny contains "inner" if true\n')
+    decision = policy.evaluate(load_fixture("allow"), baseline_copy, packs=["acme"], cache=False)
+    assert [v.message for v in decision.violations] == ["inner"]
+
+
+def test_evaluation_leaves_file_descriptor_1_alone(baseline_copy: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """regopy prints parse errors at its default log level; nothing may reach the process's stdout."""
+    pack = baseline_copy / "acme"
+    pack.mkdir()
+    (pack / "broken.rego").write_text("package acme.broken\n\nimport rego.v1\n\ndeny contains x if {\n\tx := \n}\n")
+    with pytest.raises(BadInputError):
+        policy.evaluate(load_fixture("allow"), baseline_copy, cache=False)
+    assert capfd.readouterr().out == ""
+
+
+def test_concurrent_evaluations_each_get_their_own_answer() -> None:
+    """Threads sharing one compiled policy, each with different evidence, get the decision of that evidence."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["allow", *(f"deny_{rule}" for rule in DENY_RULES)]
+    documents = {name: load_fixture(name) for name in names}
+    expected = {name: [] if name == "allow" else [name.removeprefix("deny_")] for name in names}
+    policy.evaluate(documents["allow"])  # compile once; the threads share the cached policy
+
+    def decide(name: str) -> tuple[str, list[str]]:
+        return name, [v.rule for v in policy.evaluate(documents[name]).violations]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(decide, names * 12))
+    assert len(answers) == 12 * len(names)
+    for name, rules in answers:
+        assert rules == expected[name], name
+
+
 def test_policy_check_rejects_a_syntax_error_up_front(tmp_path: Path) -> None:
     pack = tmp_path / "broken"
     pack.mkdir()

@@ -271,10 +271,25 @@ def test_joblib_array_bytes_that_plain_pickle_would_execute() -> None:
 
     hidden = b"cos\nsystem\n(S'echo pwned'\ntR0"  # ... POP, so the stream stays balanced
     wrapper = NumpyArrayWrapper(np.ndarray, (len(hidden),), "C", np.dtype("u1"), numpy_array_alignment_bytes=None)
-    base = pickle.dumps(wrapper, protocol=4)
+    base = pickle.dumps(wrapper, protocol=2)
     assert base.endswith(b"b.")
     crafted = base[:-1] + hidden + b"."
     _assert_os_system(scan_bytes(crafted, "model.joblib"))
+    # protocol 4 frames the stream: bytes inserted inside the frame are malformed framing too
+    framed = pickle.dumps(wrapper, protocol=4)
+    report = scan_bytes(framed[:-1] + hidden + b".", "model.joblib")
+    assert any("malformed pickle framing" in i.detail for i in report.issues), report.issues
+
+
+def test_joblib_array_bytes_that_change_an_allowed_class_under_plain_pickle() -> None:
+    # read as opcodes by pickle.load, the "array bytes" give an allowed class a new attribute
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    hidden = b"csklearn.base\nBaseEstimator\n(N}S'predict'\nI1\nstb0"
+    wrapper = NumpyArrayWrapper(np.ndarray, (len(hidden),), "C", np.dtype("u1"), numpy_array_alignment_bytes=None)
+    crafted = pickle.dumps(wrapper, protocol=2)[:-1] + hidden + b"."
+    report = scan_bytes(crafted, "model.joblib")
+    assert ("unsafe-mutation", "sklearn.base.BaseEstimator (BUILD)") in {(i.kind, i.detail) for i in report.issues}, report.issues
 
 
 def test_object_npy_with_malicious_payload() -> None:
@@ -403,6 +418,7 @@ def test_numpy_scipy_pandas_objects_are_clean() -> None:
     objects = {
         "array": np.arange(12.0).reshape(3, 4),
         "structured": np.zeros(2, dtype=[("a", "<i4"), ("b", "<U3")]),
+        "recarray": np.rec.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
         "object_strings": np.array(["a", "b", None], dtype=object),
         "scalar": np.float32(1.5),
         "rng": np.random.default_rng(0),
@@ -512,6 +528,13 @@ def test_missing_path_is_bad_input(tmp_path: Path) -> None:
         ("copyreg", "_reconstructor"),
         ("_codecs", "encode"),
         ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("numpy.rec", "recarray"),
+        # functions kept as values by fitted estimators
+        ("sklearn.feature_selection._univariate_selection", "f_classif"),
+        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"),
+        ("numpy", "mean"),
+        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),
+        ("functools", "partial"),
     ],
 )
 def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: str) -> None:
@@ -550,8 +573,15 @@ def test_allowlist_accepts_reconstruct_helpers_and_classes(module: str, name: st
         ("scipy.io", "netcdf_file"),
         ("scipy.io._fortran", "FortranFile"),
         ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+        ("sklearn.tree._export", "export_graphviz"),
+        ("sklearn.datasets._svmlight_format_io", "dump_svmlight_file"),
+        ("numpy", "save"),
         ("numpy", "ndarray.tofile"),
         ("numpy ", "dtype"),
+        # a trailing newline must not slip past the name checks (`$` matches before it)
+        ("sklearn.io\n", "Reader"),
+        ("sklearn.base", "BaseEstimator\n"),
+        ("sklearn.metrics\n", "f_classif"),
     ],
 )
 def test_allowlist_rejects_dangerous_callables(module: str, name: str) -> None:
@@ -573,14 +603,14 @@ def test_safetensors_header_does_not_hide_a_pickle() -> None:
 def test_zip_bomb_and_decompression_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    from secure_pipeline import scanning
+    from secure_pipeline.scanning import limits
 
-    monkeypatch.setattr(scanning, "_RATIO_MIN_SIZE", 1000)
-    monkeypatch.setattr(scanning, "MAX_COMPRESSION_RATIO", 100)
+    monkeypatch.setattr(limits, "RATIO_MIN_SIZE", 1000)
+    monkeypatch.setattr(limits, "MAX_COMPRESSION_RATIO", 100)
     bomb = _zip_bytes({"zeros.bin": b"\x00" * 1_000_000})
     assert "too-large" in _kinds(scan_bytes(bomb, "bomb.zip"))
 
-    monkeypatch.setattr(scanning, "MAX_INSPECT_BYTES", 10_000)
+    monkeypatch.setattr(limits, "MAX_INSPECT_BYTES", 10_000)
     assert "too-large" in _kinds(scan_bytes(gzip.compress(b"\x00" * 1_000_000), "bomb.gz"))
 
 

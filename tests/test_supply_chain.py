@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from secure_pipeline import attestation, bom, scanning, signing, verification
 from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError
 
-from conftest import KeyPair, cli, require_absent, run_main, write_keys
+from conftest import KeyPair, cli, register_forged, release_model, require_absent, run_main, sqlite_registry, write_keys
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -474,83 +474,19 @@ def test_cli_scan_model_json_records_the_scanners(tmp_path: Path, capsys: pytest
 # --------------------------------------------------------------------------------------------
 
 
-def _release(name: str, signer: signing.Signer, decision: str, seed: int, workdir: Path, *, register: bool = True) -> dict:
-    """Log, scan, sign, attest and (if asked) register a small model as runner.run does."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
-    from secure_pipeline import evidence as evidence_doc, runner, tracking
-
-    rng = np.random.default_rng(seed)
-    x = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
-    model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
-    workdir.mkdir(parents=True)
-    with tracking.run("supply-chain", run_name=name) as active:
-        logged = tracking.log_model(model, runner._trusted_types(model), x.head(3), workdir)
-        scan = scanning.scan_path(logged.local_copy)
-        assert scan.clean
-        signed = signing.sign_model(logged.local_copy, workdir / "model.sig", signer, ignore=[tracking.REGISTRY_META])
-        tracking.log_file(signed.signature)
-        document = {
-            "run": {"run_id": active.info.run_id},
-            "dataset": {"path": "train.csv", "sha256": "sha256:" + f"{seed:02x}" * 32, "rows": 60, "target": "y"},
-            "data": {"passed": decision == "allow", "checks": {}},
-            "stages": {"evaluate": {"metrics": {"accuracy": 0.9}}},
-            "model": {"name": name, "model_id": logged.model_id, "uri": logged.uri, "format": "skops", "digest": signed.digest,
-                      "files": signed.files, "scan": scan.to_json()},
-            "tools": evidence_doc.tool_versions(),
-            "policy": {"decision": decision, "policy_digest": "sha256:" + "0f" * 32, "violations": []},
-        }
-        evidence_bytes = evidence_doc.canonical_bytes(document)
-        (workdir / "evidence.json").write_bytes(evidence_bytes)
-        tracking.log_file(workdir / "evidence.json")
-        bom_bytes = bom.canonical_bytes(bom.build(document))
-        (workdir / "ml-bom.cdx.json").write_bytes(bom_bytes)
-        tracking.log_file(workdir / "ml-bom.cdx.json")
-        evidence_sha = bom.sha256(evidence_bytes)
-        predicate = attestation.build_predicate(document, evidence_sha256=evidence_sha, bom_sha256=bom.sha256(bom_bytes),
-                                                signer=signer.identity(), evidence_artifact=tracking.EVIDENCE_ARTIFACT, bom_artifact=tracking.BOM_ARTIFACT)
-        tracking.log_file(attestation.sign(workdir / "attestation.sig", signer, predicate))
-        tags = {"decision": decision, "model_digest": signed.digest, "dataset_sha256": predicate["dataset_sha256"],
-                "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
-        version = None
-        if register:
-            version = tracking.register(logged.uri, name, "champion", tags, "test release", active.info.run_id)
-    return {"run_id": active.info.run_id, "uri": logged.uri, "version": version, "digest": signed.digest, "model": model,
-            "artifacts": Path(mlflow.get_run(active.info.run_id).info.artifact_uri.removeprefix("file://")), "tags": tags}
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, keys: KeyPair, pki: Pki):
     """One sqlite store: fraud v1 approved (key), v2 denied but hand-registered (decision tag forged),
     a certificate-signed approved model, and an unregistered denied run."""
-    import mlflow
-
-    from secure_pipeline import tracking
-
     workdir = tmp_path_factory.mktemp("registry")
-    previous = Path.cwd()
-    os.chdir(workdir)
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    tracking.connect(uri)
     key_signer = signing.Signer(private_key=keys.private)
-    try:
-        approved = _release("fraud", key_signer, "allow", 1, workdir / "w1")
-        denied = _release("fraud", key_signer, "deny", 2, workdir / "w2", register=False)
-        client = mlflow.MlflowClient()
-        forged = client.create_model_version("fraud", denied["uri"], run_id=denied["run_id"],
-                                             tags={f"secure_pipeline.{k}": ("allow" if k == "decision" else v) for k, v in denied["tags"].items()})
-        client.set_registered_model_alias("fraud", "hijacked", forged.version)
-        pki_release = _release("pki-model", signing.Signer(method="certificate", private_key=pki.key, certificate=pki.cert, cert_chain=(pki.ca,)),
-                               "allow", 3, workdir / "w3")
-        yield {"dir": workdir, "uri": uri, "approved": approved, "denied": denied, "forged": str(forged.version), "pki": pki_release}
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-        mlflow.end_run()
-        os.chdir(previous)
+    with sqlite_registry(workdir) as uri:
+        approved = release_model("fraud", key_signer, "allow", 1, workdir / "w1")
+        denied = release_model("fraud", key_signer, "deny", 2, workdir / "w2", register=False)
+        forged = register_forged(denied, "fraud", "hijacked")
+        pki_release = release_model("pki-model", signing.Signer(method="certificate", private_key=pki.key, certificate=pki.cert, cert_chain=(pki.ca,)),
+                                    "allow", 3, workdir / "w3")
+        yield {"dir": workdir, "uri": uri, "approved": approved, "denied": denied, "forged": forged, "pki": pki_release}
 
 
 @pytest.fixture
@@ -673,21 +609,99 @@ def test_load_verified_audits_skops_trusted_types(registry: dict, keys: KeyPair,
     mlmodel.write_text(mlmodel.read_text().replace("skops_trusted_types:", "skops_trusted_types:\n  - builtins.eval"))
     with pytest.raises(CheckFailedError, match=r"changed: MLmodel"):
         verification.load_verified("models:/fraud@champion", public_key=keys.public)
+    import mlflow.sklearn
     import skops.io
     import yaml
     from sklearn.tree import DecisionTreeClassifier
 
     copy = registry["dir"] / "audit-copy"
-    copy.mkdir()
     tree = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
-    skops.io.dump(tree, copy / "model.skops")
-    needed = skops.io.get_untrusted_types(file=copy / "model.skops")
+    needed = skops.io.get_untrusted_types(data=skops.io.dumps(tree))
     assert "sklearn.tree._tree.Tree" in needed
-    (copy / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": {"skops_trusted_types": needed}}}))
-    verification._audit_trusted_types(copy, "models:/x")  # the recorded list covers what skops needs
-    (copy / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": {"skops_trusted_types": []}}}))
-    with pytest.raises(CheckFailedError, match=r"sklearn\.tree\._tree\.Tree, not among the trusted types recorded"):
-        verification._audit_trusted_types(copy, "models:/x")
+    mlflow.sklearn.save_model(tree, copy, serialization_format="skops", skops_trusted_types=needed)
+    flavor = verification._recorded_trusted_types(copy, "models:/x")
+    verification._audit_needed_types(copy, "models:/x", flavor)  # the recorded list covers what skops needs
+    assert verification._load_audited(copy, "models:/x", flavor).predict([[1.0]]).tolist() == [1]
+    described = yaml.safe_load((copy / "MLmodel").read_text())
+    described["flavors"]["sklearn"]["skops_trusted_types"] = [*needed, "builtins.eval"]
+    (copy / "MLmodel").write_text(yaml.safe_dump(described))
+    with pytest.raises(CheckFailedError, match=r"trusts type\(s\) builtins\.eval, which the allowlist refuses"):
+        verification._recorded_trusted_types(copy, "models:/x")
+    described["flavors"]["sklearn"]["skops_trusted_types"] = []
+    (copy / "MLmodel").write_text(yaml.safe_dump(described))
+    flavor = verification._recorded_trusted_types(copy, "models:/x")
+    with pytest.raises(CheckFailedError, match=r"model\.skops needs type sklearn\.tree\._tree\.Tree, not among the trusted types recorded"):
+        verification._audit_needed_types(copy, "models:/x", flavor)  # check_verified's walk, for serve
+    with pytest.raises(CheckFailedError, match=r"needs type\(s\) \['sklearn\.tree\._tree\.Tree'\], not among the trusted types recorded"):
+        verification._load_audited(copy, "models:/x", flavor)  # load_verified's: skops' own check in the load
+
+
+def _temp_entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_load_verified_leaves_nothing_in_the_temporary_folder(registry: dict, keys: KeyPair, other_keys: KeyPair,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call used to leave a full copy of the model behind: on success and on every failure."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its folder; let it read TMPDIR again
+    before = _temp_entries(scratch)
+    assert verification.load_verified("models:/fraud@champion", public_key=keys.public) is not None
+    with pytest.raises(CheckFailedError, match="different key"):
+        verification.load_verified("models:/fraud@champion", public_key=other_keys.public)
+    with pytest.raises(CheckFailedError, match="decision is 'deny'"):
+        verification.load_verified("models:/fraud@hijacked", public_key=keys.public)
+    with pytest.raises(BadInputError, match="no-such-model"):
+        verification.load_verified("models:/no-such-model@champion", public_key=keys.public)
+    verified = verification.verify_registered("models:/fraud@champion", keys.public)
+    assert verified.local_path is None and verified.version == registry["approved"]["version"]
+    assert _temp_entries(scratch) == before
+
+
+def test_a_run_without_a_signature_is_never_signed(registry: dict, keys: KeyPair, tmp_path: Path) -> None:
+    """A genuinely absent artifact (the store lists the run's artifacts without it) means not signed."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from secure_pipeline import runner, tracking
+
+    x = pd.DataFrame(np.random.default_rng(5).normal(size=(30, 2)), columns=["a", "b"])
+    model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
+    with tracking.run("supply-chain", run_name="unsigned") as active:
+        logged = tracking.log_model(model, runner._trusted_types(model), x.head(2), tmp_path)
+    tracking.register(logged.uri, "unsigned", "champion", {}, "never signed", active.info.run_id)
+    with pytest.raises(CheckFailedError, match="no model signature logged with the source run .*never signed"):
+        verification.verify_registered("models:/unsigned@champion", keys.public)
+
+
+def test_an_unreachable_artifact_store_is_infrastructure_not_unsigned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `mlflow server` serves a run's artifacts, then stops: that is an outage (exit 3), not
+    "the run has no signature" (exit 1), which a stopped store used to be reported as."""
+    import mlflow
+
+    from secure_pipeline import tracking
+    from conftest import start_mlflow_server, stop_process
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    wanted = (tracking.SIGNATURE_ARTIFACT, tracking.EVIDENCE_ARTIFACT)
+    server, uri = start_mlflow_server(tmp_path)
+    try:
+        tracking.connect(uri)
+        with tracking.run("artifact-outage") as active:
+            mlflow.log_text("a bundle", tracking.SIGNATURE_ARTIFACT)
+        found = tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "up")
+        assert found[tracking.SIGNATURE_ARTIFACT].read_text() == "a bundle"
+        assert found[tracking.EVIDENCE_ARTIFACT] is None  # listed by the store as absent
+    finally:
+        stop_process(server)
+    with pytest.raises(InfrastructureError, match=f"{uri} unreachable while reading the artifacts of run {active.info.run_id}"):
+        tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "down")
 
 
 # --------------------------------------------------------------------------------------------

@@ -220,3 +220,18 @@ def test_explain_ranks_the_informative_features_and_writes_a_model_card(fair: Co
     limitations = data["considerations"]["technicalLimitations"]
     assert any(entry.startswith("robustness: ") for entry in limitations)  # evaluated, or "not evaluated"
     assert any("membership inference" in e["name"] for e in data["considerations"]["ethicalConsiderations"])
+
+
+def test_explain_on_a_wide_table_assesses_a_bounded_sample_of_columns_and_says_so() -> None:
+    """Permutation importance costs columns × repeats scorings: 5,000 columns took most of an hour.
+    A wide table gets a seeded sample of `max_features` columns, and the evidence says how many."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(240, 300))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(300)]).assign(approved=(x[:, 7] > 0).astype(int))
+    wide = fit(frame, "sklearn.linear_model.LogisticRegression", exclude=(), sensitive=())
+    run(wide, "evaluate")
+    sampled = run(wide, "explain", {"max_features": 25, "repeats": 1})
+    assert sampled.details["features_assessed"] == 25 and sampled.details["features_total"] == 300
+    assert len(sampled.details["permutation_importance"]) == 25 and "25 of 300 features sampled" in sampled.summary
+    full = run(wide, "explain", {"max_features": 300, "repeats": 1})
+    assert full.details["permutation_importance"][0]["feature"] == "f7" and "sampled" not in full.summary

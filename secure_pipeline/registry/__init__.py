@@ -1,0 +1,1 @@
+"""After promotion: audit the registry, guard its aliases, serve only verified models."""
