@@ -189,13 +189,13 @@ def scan_data(
             with tracking.run(config.tracking.experiment, run_name=f"scan-data {Path(data).name}"):
                 tracking.log_dataset(frame, Path(data), digest, target)
                 results = gate.run_checks(context, checks, _logger())
-                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
                 tracking.log_json(report_json, f"{tracking.ARTIFACT_DIR}/data-report.json")
                 _log_data_report(report_json, results)
                 tracking.set_tags({"data_gate": "passed" if report_json["passed"] else "failed"})
         else:
             results = gate.run_checks(context, checks)
-            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
     evidence_doc.validate(report_json, schema_file="data-report-v1.schema.json", source="data report")
     return report_json
 
@@ -263,7 +263,35 @@ def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult
         tracking.log_table(rows, f"{tracking.ARTIFACT_DIR}/flagged-rows.json")
 
 
-def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config: Config) -> tuple[pd.DataFrame, int, list[str]]:
+@dataclass(frozen=True)
+class Handling:
+    """What gate.on_flagged and the pii stage did to the data before training."""
+
+    kept: pd.DataFrame
+    rows_dropped: int
+    columns_dropped: list[str]
+    dropped_by_class: dict[str, dict[str, int]]  # {label: {"dropped": n, "rows": class size}}; classification targets only
+
+    def message(self) -> str:
+        """The progress line naming how many rows were dropped from each class."""
+        per_class = ", ".join(f"'{label}' {c['dropped']:,} of {c['rows']:,} ({c['dropped'] / c['rows']:.1%})"
+                              for label, c in self.dropped_by_class.items() if c["dropped"])
+        return (f"gate: on_flagged=drop removed {self.rows_dropped:,} flagged rows before training"
+                + (f"; by class: {per_class}" if per_class else ""))
+
+
+def _by_class(labels: pd.Series, dropped: list[int]) -> dict[str, dict[str, int]]:
+    """Rows dropped per class of a classification target (empty for a regression target)."""
+    from secure_pipeline.features import looks_like_regression
+
+    if looks_like_regression(labels.dropna()):
+        return {}
+    keys = labels.astype("string").fillna("<null>")
+    totals, gone = keys.value_counts(), keys.iloc[dropped].value_counts()
+    return {str(k): {"dropped": int(gone.get(k, 0)), "rows": int(n)} for k, n in totals.sort_index().items()}
+
+
+def _handle_flagged(frame: pd.DataFrame, target: str, results: dict[str, StageResult], config: Config) -> Handling:
     """Apply gate.on_flagged to flagged rows and drop the PII columns the pii stage asks to drop."""
     columns = sorted({c for r in results.values() for c in r.details.get("drop_columns", [])})
     rows: set[int] = set()
@@ -276,7 +304,8 @@ def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config
 
         key = pseudonym.key_from_env(pii.details["key_env"])
         kept = pseudonym.pseudonymize(kept, list(pii.details["pseudonymize_columns"]), key)
-    return kept, len(rows), columns
+    by_class = _by_class(frame[target], sorted(rows)) if config.gate.on_flagged == "drop" else {}
+    return Handling(kept, len(rows), columns, by_class)
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -319,17 +348,21 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)
+        champion = _champion(model_name, alias, public_key, uri, progress)
         context = _context(frame, ref, data_path, target, config, workdir, progress)
+        context.champion, context.baseline = champion, (champion or {}).get("evidence")
         results = gate.run_checks(context, data_stages, log)
-        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
+        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha, baseline=gate.baseline_json(context))
         tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
         _log_data_report(data_report, results)
 
-        kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
-        profile_sha = log_training_profile(_profiled_columns(kept, results, config, columns_dropped), target, workdir, config.seed)
-        train_context = _context(kept, ref, data_path, target, config, workdir, progress)
-        train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
-        train_context.champion = _champion(model_name, alias, public_key, uri, progress)
+        handling = _handle_flagged(frame, target, results, config)
+        if config.gate.on_flagged == "drop":
+            progress(handling.message())
+        profile_sha = log_training_profile(_profiled_columns(handling.kept, results, config, handling.columns_dropped), target, workdir, config.seed)
+        train_context = _context(handling.kept, ref, data_path, target, config, workdir, progress)
+        train_context.feature_exclude = (*train_context.feature_exclude, *handling.columns_dropped)
+        train_context.champion = champion
         for stage in model_stages:
             progress(f"model: {stage.name}")
             result = stage.run(train_context)
@@ -359,7 +392,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": tracking.redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
-            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped,
+            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": handling.rows_dropped,
+                         "rows_dropped_by_class": handling.dropped_by_class, "columns_dropped": handling.columns_dropped,
                          "columns_pseudonymized": list(results["pii"].details.get("pseudonymize_columns", [])) if "pii" in results else []},
             "stages": {name: _stage_json(r) for name, r in train_context.results.items()},
             "champion": _champion_json(train_context.champion, train_context.results.get("champion"), alias),
@@ -430,8 +464,9 @@ def log_training_profile(frame: pd.DataFrame, target: str, workdir: Path, seed: 
 
 
 def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:
-    """The current alias holder, for the champion stage: its logged metrics, and the model itself only
-    when its signature and attestation verify with the configured public key."""
+    """The current alias holder, for the data gate's baseline and the champion stage: its logged metrics,
+    and the model and its evidence document only when its signature and attestation verify with the
+    configured public key."""
     from secure_pipeline import verification
     from secure_pipeline.errors import CheckFailedError
 
@@ -440,13 +475,14 @@ def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, pr
         return None
     logged = {k.removeprefix("evaluate."): v for k, v in tracking.run_metrics(holder.run_id).items() if k.startswith("evaluate.")}
     entry: dict[str, Any] = {"version": holder.version, "run_id": holder.run_id, "uri": f"models:/{model_name}/{holder.version}",
-                             "metrics": logged, "model": None, "note": ""}
+                             "metrics": logged, "model": None, "evidence": None, "note": ""}
     if public_key is None:
         entry["note"] = "no public key configured: the champion was not loaded; compared its logged metrics, which may come from other data"
         return entry
     progress(f"champion: verifying {model_name}@{alias} (version {holder.version}) before comparing with it")
     try:
-        entry["model"] = verification.load_verified(entry["uri"], public_key, tracking_uri=uri)
+        entry["model"], verified = verification.load_verified_release(entry["uri"], public_key, tracking_uri=uri)
+        entry["evidence"] = verified.evidence
     except (CheckFailedError, BadInputError) as exc:
         entry["note"] = f"the champion did not verify ({exc}); compared its logged metrics instead"
     return entry

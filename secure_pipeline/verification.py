@@ -6,6 +6,7 @@ anyone with EDIT permission on a registered model can move an alias or edit a ta
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ class VerifiedModel:
     version: str | None = None
     run_id: str | None = None
     attestation: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None  # the run's evidence document, read once its digest matched the attestation
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,7 +175,8 @@ def _check_release(uri: str, entry: tracking.RegisteredVersion, model_dir: Path,
             problems.append(f"the version's {key} tag ({tag}) does not match the attestation ({value})")
     if problems:
         raise CheckFailedError(f"{where}: " + "; ".join(problems))
-    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement)
+    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement,
+                         json.loads(logged[tracking.EVIDENCE_ARTIFACT].read_bytes()))
 
 
 def _recorded_trusted_types(model_dir: Path, uri: str) -> dict[str, Any]:
@@ -272,6 +275,11 @@ def load_verified(
     `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`.
     The downloaded copy is removed before returning, whether the model loads or not."""
     material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
+    return load_verified_release(uri, material, tracking_uri=tracking_uri)[0]
+
+
+def load_verified_release(uri: str, trust: "Path | signing.Trust | None", *, tracking_uri: str | None = None) -> tuple[Any, VerifiedModel]:
+    """`load_verified`, also returning what was verified (with the attested evidence document)."""
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-load-") as scratch:
-        verified, flavor = _checked_copy(uri, material, tracking_uri, Path(scratch))
-        return _load_audited(verified.local_path, uri, flavor)
+        verified, flavor = _checked_copy(uri, make_trust(trust), tracking_uri, Path(scratch))
+        return _load_audited(verified.local_path, uri, flavor), replace(verified, local_path=None)

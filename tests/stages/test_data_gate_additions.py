@@ -187,3 +187,18 @@ def test_html_data_report_has_plots_and_flagged_rows():
     table = data_report.flagged_rows(results)
     assert {r["row"] for r in table} >= {1, 2, 3, 4, 5, 6}
     assert all(r["reason"] for r in table)
+
+
+def test_gate_verdict_names_failed_checks_and_next_steps():
+    from secure_pipeline import gate
+    from secure_pipeline.stage import StageResult
+
+    results = {"label_noise": StageResult(name="label_noise", status="failed", summary="s"),
+               "pii": StageResult(name="pii", status="passed", summary="s")}
+    report = gate.data_report(results, rows=10, dataset_digest="sha256:" + "0" * 64)
+    line = gate.verdict(report, "data.csv")
+    assert line.startswith("data gate FAILED for data.csv (10 rows, sha256:")
+    assert "label_noise failed" in line and "--reference" in line and "--config" in line and "waiver" in line
+    report["checks"]["label_noise"]["status"] = "warning"
+    report["passed"] = True
+    assert gate.verdict(report, "data.csv").endswith(")")  # a pass needs no advice
