@@ -12,11 +12,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+if TYPE_CHECKING:
+    import prod_stack
 
 BIN = Path(sys.executable).parent
 
@@ -74,24 +77,23 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mlflow.end_run()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`); wait until it answers."""
-    port = _free_port()
+def launch_mlflow_server(root: Path, options: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`mlflow server OPTIONS` on a free 127.0.0.1 port in its own process group (its workers share it),
+    logging to `root/server.log`; wait until it answers and return it with its URI."""
+    port = free_port()
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,  # its workers share the group
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), *options],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):
@@ -99,8 +101,14 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 stop_process(process)
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
+
+
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`); wait until it answers."""
+    return launch_mlflow_server(root, ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                       "--artifacts-destination", str(root / "artifacts"), "--workers", "1"])
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -161,3 +169,17 @@ def model_dir(tmp_path: Path) -> Path:
     (model / "config.json").write_text('{"layers": 3}\n')
     (model / "sub" / "vocab.txt").write_text("alpha\nbeta\ngamma\n")
     return model
+
+
+@pytest.fixture(scope="session")
+def production_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["prod_stack.ProductionServer"]:
+    """The production profile: `mlflow server --app-name basic-auth` on PostgreSQL, artifacts in an
+    S3-compatible store (moto) proxied with `--serve-artifacts`; all on 127.0.0.1, stopped at the end."""
+    import prod_stack
+
+    with prod_stack.postgres() as backend, prod_stack.object_store() as s3:
+        process, server = prod_stack.start_server(tmp_path_factory.mktemp("production-server"), backend, s3)
+        try:
+            yield server
+        finally:
+            stop_process(process, signal.SIGKILL)  # its stores are thrown away with it
