@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
 
-from secure_pipeline.errors import BadInputError, InfrastructureError, SecurePipelineError
+from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError, SecurePipelineError
 
 ARTIFACT_DIR = "secure-pipeline"
 SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
@@ -286,8 +286,11 @@ def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path
         return None
 
 
-def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
-    """Register a version, tag it, then move the alias, last. Roll back the version on failure."""
+def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str, *,
+             compared_with: str | None) -> str:
+    """Register a version, tag it, then move the alias, last, and only while the alias still points
+    where the run's champion comparison saw it (`compared_with`, None: no champion). Roll back the
+    version on an infrastructure failure; a moved alias leaves the version registered, unpromoted."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -296,12 +299,24 @@ def register(model_uri: str, name: str, alias: str, tags: dict[str, str], descri
     try:
         with infrastructure_errors(f"promoting {name} version {version}"):
             client.update_model_version(name, version, description=description)
+            holder = alias_holder(name, alias)
+            if (holder.version if holder else None) != compared_with:
+                now = f"version {holder.version}" if holder else "no version (it was removed)"
+                raise ChampionMovedError(
+                    f"{name}@{alias} moved to {now} while this run compared against "
+                    f"{'version ' + compared_with if compared_with else 'no champion'}; version {version} is registered with its "
+                    "evidence but not promoted; rerun to compare against the new champion"
+                )
             client.set_registered_model_alias(name, alias, version)
     except InfrastructureError:
         with contextlib.suppress(Exception):
             client.delete_model_version(name, version)
         raise
     return str(version)
+
+
+class ChampionMovedError(CheckFailedError):
+    """Another run moved the alias after this run's champion comparison: promoting would skip that comparison."""
 
 
 @dataclass(frozen=True)

@@ -517,7 +517,9 @@ def _release(name: str, signer: signing.Signer, decision: str, seed: int, workdi
                 "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
         version = None
         if register:
-            version = tracking.register(logged.uri, name, "champion", tags, "test release", active.info.run_id)
+            holder = tracking.alias_holder(name, "champion")
+            version = tracking.register(logged.uri, name, "champion", tags, "test release", active.info.run_id,
+                                        compared_with=holder.version if holder else None)
     return {"run_id": active.info.run_id, "uri": logged.uri, "version": version, "digest": signed.digest, "model": model,
             "artifacts": Path(mlflow.get_run(active.info.run_id).info.artifact_uri.removeprefix("file://")), "tags": tags}
 
