@@ -117,6 +117,18 @@ def infrastructure_errors(action: str) -> Iterator[None]:
         raise InfrastructureError(f"MLflow failed while {action}: {first}") from exc
     except (OSError, ConnectionError) as exc:
         raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+    except _object_store_errors() as exc:
+        raise InfrastructureError(f"artifact store failed while {action}: {exc}") from exc
+
+
+def _object_store_errors() -> tuple[type[BaseException], ...]:
+    """The errors of boto3/botocore (S3-compatible artifact stores written by the client), when installed."""
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError, Boto3Error)
 
 
 def _unreachable(exc: BaseException) -> bool:
