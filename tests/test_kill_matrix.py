@@ -59,7 +59,8 @@ def _assert_alias_absent_or_verified(client: mlflow.MlflowClient, keys: KeyPair,
 def test_kill_9_at_each_moment_then_a_rerun_promotes(tmp_path: Path, keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
     config = prod_stack.small_project(tmp_path, keys.private, keys.public, model_name=MODEL)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow's registry resolves `models:/m-...` sources through it
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri)  # MLflow's registry resolves
+    # `models:/m-...` sources through the global tracking URI (an earlier test may have set another one)
     env = _environment(uri)
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     for line, moment in MOMENTS:

@@ -37,7 +37,7 @@ def as_admin(production_server: prod_stack.ProductionServer, monkeypatch: pytest
     """In-process MLflow calls with the admin credentials (from the environment, as MLflow reads them)."""
     for name, value in production_server.credentials().items():
         monkeypatch.setenv(name, value)
-    return mlflow.MlflowClient(production_server.uri)
+    return mlflow.MlflowClient(production_server.uri, registry_uri=production_server.uri)  # not an earlier test's global
 
 
 def test_run_promotes_and_the_registry_holds_a_complete_version(promoted: dict, as_admin: mlflow.MlflowClient) -> None:
@@ -70,7 +70,8 @@ def test_credentials_reach_no_output_evidence_or_artifact(promoted: dict, as_adm
     assert password not in result.stdout + result.stderr
     assert password not in (promoted["work"] / "result.json").read_text()
     run_id = promoted["outcome"]["run_id"]
-    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="", dst_path=str(tmp_path / "run")))
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="", dst_path=str(tmp_path / "run"),
+                                                                  tracking_uri=production_server.uri))
     files = [p for p in downloaded.rglob("*") if p.is_file()]
     assert any(p.name == "evidence.json" for p in files)
     for path in files:
