@@ -438,7 +438,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         if decision.allow:
             progress(f"promote: registering {model_name} and moving @{alias}")
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
-                                        _description(document, active.info.run_id, alias), active.info.run_id)
+                                        _description(document, active.info.run_id, alias), active.info.run_id,
+                                        compared_with=train_context.champion["version"] if train_context.champion else None)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
 
 

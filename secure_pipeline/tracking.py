@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
 
-from secure_pipeline.errors import BadInputError, InfrastructureError, SecurePipelineError
+from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError, SecurePipelineError
 
 ARTIFACT_DIR = "secure-pipeline"
 SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
@@ -122,6 +122,18 @@ def infrastructure_errors(action: str) -> Iterator[None]:
         raise InfrastructureError(f"MLflow failed while {action}: {first}") from exc
     except (OSError, ConnectionError) as exc:
         raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+    except _object_store_errors() as exc:
+        raise InfrastructureError(f"artifact store failed while {action}: {exc}") from exc
+
+
+def _object_store_errors() -> tuple[type[BaseException], ...]:
+    """The errors of boto3/botocore (S3-compatible artifact stores written by the client), when installed."""
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError, Boto3Error)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -339,8 +351,11 @@ def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: P
     return found
 
 
-def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
-    """Register a version, tag it, then move the alias, last. Roll back the version on failure."""
+def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str, *,
+             compared_with: str | None) -> str:
+    """Register a version, tag it, then move the alias, last, and only while the alias still points
+    where the run's champion comparison saw it (`compared_with`, None: no champion). Roll back the
+    version on an infrastructure failure; a moved alias leaves the version registered, unpromoted."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -349,12 +364,24 @@ def register(model_uri: str, name: str, alias: str, tags: dict[str, str], descri
     try:
         with infrastructure_errors(f"promoting {name} version {version}"):
             client.update_model_version(name, version, description=description)
+            holder = alias_holder(name, alias)
+            if (holder.version if holder else None) != compared_with:
+                now = f"version {holder.version}" if holder else "no version (it was removed)"
+                raise ChampionMovedError(
+                    f"{name}@{alias} moved to {now} while this run compared against "
+                    f"{'version ' + compared_with if compared_with else 'no champion'}; version {version} is registered with its "
+                    "evidence but not promoted; rerun to compare against the new champion"
+                )
             client.set_registered_model_alias(name, alias, version)
     except InfrastructureError:
         with contextlib.suppress(Exception):
             client.delete_model_version(name, version)
         raise
     return str(version)
+
+
+class ChampionMovedError(CheckFailedError):
+    """Another run moved the alias after this run's champion comparison: promoting would skip that comparison."""
 
 
 @dataclass(frozen=True)

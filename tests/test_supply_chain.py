@@ -674,7 +674,7 @@ def test_a_run_without_a_signature_is_never_signed(registry: dict, keys: KeyPair
     model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
     with tracking.run("supply-chain", run_name="unsigned") as active:
         logged = tracking.log_model(model, runner._trusted_types(model), x.head(2), tmp_path)
-    tracking.register(logged.uri, "unsigned", "champion", {}, "never signed", active.info.run_id)
+    tracking.register(logged.uri, "unsigned", "champion", {}, "never signed", active.info.run_id, compared_with=None)
     with pytest.raises(CheckFailedError, match="no model signature logged with the source run .*never signed"):
         verification.verify_registered("models:/unsigned@champion", keys.public)
 
