@@ -17,16 +17,18 @@ reference or the champion; the null when neither exists) fails, a rate the basel
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from secure_pipeline.errors import BadInputError
+from secure_pipeline.errors import BadInputError, InfrastructureError
 from secure_pipeline.features import FeatureColumns, as_text_categories, looks_like_regression, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, Finding, StageResult, StageSettings
 from secure_pipeline_stages import _label_baseline as baseline
@@ -62,7 +64,11 @@ class LabelNoiseSettings(StageSettings):
         2, ge=2, le=50, description=f"Folds at or above {SCALE_ROWS:,} rows, where each fit costs seconds to minutes."
     )
     backend: str | None = Field(
-        None, description="joblib backend of the cross-validation (e.g. 'dask' with a dask.distributed Client running)."
+        None, description="joblib backend of the cross-validation (e.g. 'dask': a dask.distributed cluster runs the folds)."
+    )
+    scheduler: str | None = Field(
+        None, description="With backend 'dask': the scheduler address (e.g. tcp://scheduler:8786), else DASK_SCHEDULER_ADDRESS; "
+        "not needed when the calling script already has a Client."
     )
     max_issue_rate: float | None = Field(
         None, ge=0.0, le=1.0, description="Optional absolute ceiling: fail when the share of likely mislabelled rows is "
@@ -181,23 +187,50 @@ def _max_train_rows(estimator: object) -> int | None:
     return {SVC: SVM_MAX_ROWS, ExtraTreesClassifier: TREES_MAX_ROWS}.get(type(estimator))
 
 
-def _backend(name: str | None):
-    """A joblib parallel_config for the configured backend (no-op when None)."""
-    import contextlib
-
+def _backend(name: str | None, scheduler: str | None) -> contextlib.AbstractContextManager[object]:
+    """A joblib parallel_config for the configured backend, using all its workers (no-op when None)."""
     if name is None:
         return contextlib.nullcontext()
     import joblib
 
     if name == "dask":
-        try:
-            import distributed  # noqa: F401  (registers the dask joblib backend)
-        except ImportError as exc:
+        return _dask_backend(scheduler)
+    return joblib.parallel_config(backend=name, n_jobs=-1)  # n_jobs=None in the folds means "as configured here"
+
+
+@contextlib.contextmanager
+def _dask_backend(scheduler: str | None) -> Iterator[None]:
+    """joblib's dask backend on the caller's Client, or on a Client connected to `scheduler`
+    (or DASK_SCHEDULER_ADDRESS) for the duration of the check."""
+    import joblib
+
+    try:
+        import distributed  # registers the dask joblib backend
+    except ImportError as exc:
+        raise BadInputError(
+            "label_noise.backend: 'dask' needs the dask.distributed package and a running cluster; "
+            "install dask[distributed] or remove the setting"
+        ) from exc
+    try:
+        distributed.Client.current()
+        owned = None
+    except ValueError:  # no Client in this process: connect to the configured scheduler
+        address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if not address:
             raise BadInputError(
-                "label_noise.backend: 'dask' needs the dask.distributed package and a running Client; "
-                "install dask[distributed] or remove the setting"
-            ) from exc
-    return joblib.parallel_config(backend=name)
+                "label_noise.backend: 'dask' needs a running dask.distributed cluster; set label_noise.scheduler "
+                "(or DASK_SCHEDULER_ADDRESS) to its scheduler address, e.g. tcp://scheduler:8786"
+            ) from None
+        try:
+            owned = distributed.Client(address, timeout="10s", set_as_default=True)
+        except (OSError, TimeoutError) as exc:
+            raise InfrastructureError(f"dask scheduler {address} unreachable ({exc}); start the cluster or fix label_noise.scheduler") from exc
+    try:
+        with joblib.parallel_config(backend="dask", n_jobs=-1):  # every worker of the cluster
+            yield
+    finally:
+        if owned is not None:
+            owned.close()
 
 
 class LabelNoiseStage:
@@ -273,7 +306,7 @@ class LabelNoiseStage:
         from cleanlab.rank import get_label_quality_scores
 
         started = time.perf_counter()
-        with _backend(self.settings.backend):
+        with _backend(self.settings.backend, self.settings.scheduler):
             flagging = self._flag(frame, codes, columns, folds, model_name, context, refit=refit)
             reference = self._reference_comparison(context, frame, codes, class_names, columns, folds, model_name)
         cv_seconds = time.perf_counter() - started

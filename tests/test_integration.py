@@ -24,7 +24,7 @@ def test_run_and_verify_against_a_tracking_server(mlflow_server: str, tmp_path: 
     outcome = json.loads((tmp_path / "result.json").read_text())
     assert outcome["promoted"] and outcome["evidence"]["policy"]["decision"] == "allow"
 
-    client = mlflow.MlflowClient(mlflow_server)
+    client = mlflow.MlflowClient(mlflow_server, registry_uri=mlflow_server)  # not a registry URI an earlier in-process test set
     version = client.get_model_version_by_alias("server-demo", "champion")
     assert version.tags["secure_pipeline.model_digest"] == outcome["evidence"]["model"]["digest"]
 
@@ -55,14 +55,14 @@ def test_mlflow_project_runs(tmp_path: Path) -> None:
     """`mlflow run . --env-manager local` with the MLproject defaults runs the demo and promotes it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri}
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
         env.pop(leaked, None)
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "project-test"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    client = mlflow.MlflowClient(uri)
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version_by_alias("loan-approval", "champion")
     run = client.get_run(version.run_id)
     assert run.info.experiment_id == client.get_experiment_by_name("project-test").experiment_id

@@ -5,6 +5,7 @@ choice, train/test leakage, and the HTML data report."""
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,13 +14,12 @@ import pandas as pd
 import pytest
 
 from secure_pipeline import data_report, pseudonym
-from secure_pipeline.errors import BadInputError
+from secure_pipeline.errors import BadInputError, InfrastructureError
 from secure_pipeline.stage import Context
 from secure_pipeline_stages.label_noise import LabelNoiseSettings, LabelNoiseStage
 from secure_pipeline_stages.pii import PiiSettings, PiiStage
 from secure_pipeline_stages.poisoning import PoisoningSettings, PoisoningStage
 
-from conftest import require_absent
 
 
 def ctx(data, target="y", reference=None, workdir=None):
@@ -149,10 +149,39 @@ def test_ensemble_default_beats_noise_and_reports_scores():
     assert scores.shape == (800,) and scores[flips].mean() > scores.mean() + 0.2
 
 
-def test_dask_backend_without_dask_is_bad_input():
-    require_absent("distributed")
-    with pytest.raises(BadInputError, match="dask"):
-        LabelNoiseStage(LabelNoiseSettings(backend="dask", model="logistic_regression")).run(ctx(gaussian(100)))
+def test_dask_backend_runs_the_folds_on_a_dask_cluster():
+    """`backend: dask` with `scheduler`: the cross-validation fits run on a dask.distributed cluster (two
+    worker processes, as a real cluster has) and flag the same rows as the in-process run."""
+    from distributed import Client, LocalCluster
+
+    data = gaussian(300)
+    data.loc[:14, "y"] = 1 - data.loc[:14, "y"]
+    local = LabelNoiseStage(LabelNoiseSettings(model="logistic_regression")).run(ctx(data))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        settings = LabelNoiseSettings(backend="dask", scheduler=cluster.scheduler_address, model="logistic_regression")
+        distributed_run = LabelNoiseStage(settings).run(ctx(data))
+        with Client(cluster.scheduler_address) as client:
+            prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert any("fit_and_predict" in prefix for prefix in prefixes), prefixes
+    assert distributed_run.rows == local.rows and set(range(15)) & set(local.rows)
+
+
+def test_dask_backend_needs_a_cluster_and_the_package(monkeypatch: pytest.MonkeyPatch):
+    stage = LabelNoiseStage(LabelNoiseSettings(backend="dask", model="logistic_regression"))
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with pytest.raises(BadInputError, match="scheduler address"):
+        stage.run(ctx(gaussian(100)))
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask.distributed were not installed
+    with pytest.raises(BadInputError, match="install dask"):
+        stage.run(ctx(gaussian(100)))
+
+
+def test_dask_backend_with_an_unreachable_scheduler_is_infrastructure():
+    from conftest import free_port
+
+    settings = LabelNoiseSettings(backend="dask", scheduler=f"tcp://127.0.0.1:{free_port()}", model="logistic_regression")
+    with pytest.raises(InfrastructureError, match="unreachable"):
+        LabelNoiseStage(settings).run(ctx(gaussian(100)))
 
 
 def test_threading_backend_runs():
