@@ -118,3 +118,24 @@ def test_a_byte_changed_in_the_bucket_fails_verification(promoted: dict, keys: K
     result = cli("verify", f"models:/{MODEL}@champion", "--public-key", str(keys.public), cwd=promoted["work"], env=promoted["env"])
     assert result.returncode == 1, result.stderr
     assert Path(target).name in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_version_whose_promotion_the_server_refuses_is_removed(promoted: dict, as_admin: mlflow.MlflowClient,
+                                                                   production_server: prod_stack.ProductionServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL holds at most 5,000 characters of a version description: the server refuses a longer
+    one after the version was registered, so `tracking.register` removes that version again and the
+    alias stays where it was (its roll-back, against the real server)."""
+    from secure_pipeline import tracking
+    from secure_pipeline.errors import InfrastructureError
+
+    for name, value in production_server.credentials().items():
+        monkeypatch.setenv(name, value)
+    tracking.connect(production_server.uri)
+    champion = as_admin.get_model_version_by_alias(MODEL, "champion")
+    before = {v.version for v in as_admin.search_model_versions(f"name='{MODEL}'")}
+    with pytest.raises(InfrastructureError, match=f"promoting {MODEL} version"):
+        tracking.register(champion.source, MODEL, "champion", {"decision": "allow"}, "x" * 6000, champion.run_id,
+                          compared_with=str(champion.version))
+    assert {v.version for v in as_admin.search_model_versions(f"name='{MODEL}'")} == before
+    assert as_admin.get_model_version_by_alias(MODEL, "champion").version == champion.version

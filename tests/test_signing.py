@@ -573,3 +573,23 @@ def test_hash_model_names_what_signing_would_sign(model_dir: Path, keys: KeyPair
     """The digest recorded for an unsigned (unsafe) model is the digest a signature would carry."""
     signed = signing.sign_model(model_dir, model_dir.parent / "model.sig", signing.Signer(private_key=keys.private))
     assert signing.hash_model(model_dir) == (signed.digest, signed.files)
+
+
+def test_signing_and_verifying_from_threads_at_once(tmp_path: Path, keys: KeyPair) -> None:
+    """The library is used inside training services: four threads sign four models with one signer at
+    once; each signature verifies its own model and no other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    signer = signing.Signer(private_key=keys.private)
+    models = []
+    for index in range(4):
+        model = tmp_path / f"model-{index}"
+        model.mkdir()
+        (model / "weights.bin").write_bytes(bytes([index]) * 200_000)
+        models.append(model)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        signed = list(pool.map(lambda m: signing.sign_model(m, m.with_suffix(".sig"), signer), models))
+        verified = list(pool.map(lambda m: signing.verify_model(m, m.with_suffix(".sig"), keys.public), models))
+    assert [s.digest for s in signed] == [v.digest for v in verified] and len({s.digest for s in signed}) == 4
+    with pytest.raises(CheckFailedError):
+        signing.verify_model(models[0], models[1].with_suffix(".sig"), keys.public)
