@@ -49,6 +49,7 @@ class RunOptions:
     demo: str | None = None
     packs: tuple[str, ...] | None = None
     waivers: Path | None = None
+    experiment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
     signer, public_key = _signer(config, options.key, progress)
     dataset_sha = data_io.file_sha256(data_path)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
-    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(config.tracking.experiment, run_name=model_name) as active:
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(options.experiment or config.tracking.experiment, run_name=model_name) as active:
         workdir = Path(tmp)
         log = _logger()
         tracking.log_params({
@@ -271,6 +272,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)
+        tracking.set_tags({"dataset_sha256": dataset_sha})  # on the run page from the start, even if a later step fails
         context = _context(frame, ref, data_path, target, config, workdir, progress)
         results = gate.run_checks(context, data_stages, log)
         data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
@@ -357,6 +359,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             progress(f"promote: registering {model_name} and moving @{alias}")
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
                                         _description(document, active.info.run_id, alias), active.info.run_id)
+        else:
+            tracking.end_blocked(model_name)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
 
 
