@@ -204,3 +204,26 @@ def test_example_config_is_self_contained_and_keyless() -> None:
     assert config.data.path == EXAMPLES / "data" / "loans.csv"
     assert subprocess.run(["git", "check-ignore", "-q", "examples/data/loans.csv"], cwd=REPO).returncode == 1  # a clone has it
     assert config.data.path.read_text() == demo.clean().to_csv(index=False, lineterminator="\n")  # the bundled demo's bytes
+
+
+def test_gitlab_gate_writes_evidence_and_sarif_when_the_policy_blocks(venv: Path, checkout: Path) -> None:
+    """A stricter policy (POLICY_PACKS adds `--policy` with the bundled packs, baseline's minimum accuracy
+    raised to 0.999) denies: exit 1, and the job still wrote run.json, evidence.json, SARIF and JUnit
+    before failing; deploy does not run."""
+    pipeline = yaml.safe_load((checkout / "examples" / "gitlab-ci.yml").read_text())
+    strict = checkout.parent / "strict-policies"
+    shutil.copytree(REPO / "policies", strict, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    thresholds = json.loads((strict / "baseline" / "data.json").read_text())
+    thresholds["thresholds"]["baseline"]["min_metrics"]["accuracy"] = 0.999
+    (strict / "baseline" / "data.json").write_text(json.dumps(thresholds))
+    packs = f"--policy {strict} {pipeline['variables']['POLICY_PACKS']}"
+    results = run_gitlab(pipeline, checkout, environment(venv, checkout, pipeline["variables"], POLICY_PACKS=packs))
+    assert list(results) == ["gate"] and results["gate"].returncode == 1, results["gate"].stderr[-3000:]
+    run = json.loads((checkout / "run.json").read_text())
+    assert run["decision"] == "deny" and not run["promoted"]
+    assert "evaluation.below_minimum" in {v["rule"] for v in run["violations"]}
+    assert json.loads((checkout / "evidence.json").read_text())["model"]["digest"] == run["evidence"]["model"]["digest"]
+    sarif = json.loads((checkout / "policy.sarif").read_text())
+    assert not list(Draft7Validator(SARIF_SCHEMA).iter_errors(sarif))
+    assert "evaluation.below_minimum" in {result["ruleId"] for result in sarif["runs"][0]["results"]}
+    assert int(ET.parse(checkout / "policy-junit.xml").getroot().get("failures")) >= 1
