@@ -4,8 +4,9 @@ A signature on the model files proves which bytes were signed, not that they pas
 The attestation says so, cryptographically: its subject is the model's manifest digest (the same
 digest as the model signature's subject) and its predicate binds the evidence document's digest,
 the dataset SHA-256, the policy decision with the policy digest, the ML-BOM digest, key metrics,
-tool versions and (optional, newer releases) the training data's reference profile digest. Its
-predicate is described by `schemas/release-attestation-v1.schema.json`.
+tool versions, (optional, newer releases) the training data's reference profile digest and the
+differential-privacy record of the training. Its predicate is described by
+`schemas/release-attestation-v1.schema.json`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from secure_pipeline.errors import BadInputError, CheckFailedError
 
 PREDICATE_TYPE = "https://secure-pipeline.dev/attestation/model-release/v1"
 SCHEMA_FILE = "release-attestation-v1.schema.json"
+# The train stage's differential-privacy record that the predicate carries (the DP-SGD budget and parameters).
+PRIVACY_FIELDS = ("enabled", "epsilon", "epsilon_spent", "delta", "noise_multiplier", "max_grad_norm", "epochs", "sample_rate",
+                  "batch_size", "accountant", "mechanism")
 
 
 def build_predicate(
@@ -49,6 +53,9 @@ def build_predicate(
     }
     if profile_sha256 is not None:
         predicate.update(training_profile_sha256=profile_sha256, training_profile_artifact=profile_artifact or "")
+    privacy = document["stages"].get("train", {}).get("details", {}).get("differential_privacy")
+    if privacy is not None:
+        predicate["differential_privacy"] = {k: v for k, v in privacy.items() if k in PRIVACY_FIELDS}
     validate_predicate(predicate, source="attestation predicate")
     return predicate
 

@@ -122,7 +122,9 @@ def cmd_scan_data(args: argparse.Namespace) -> int:
     for name, check in report["checks"].items():
         rows = f" rows {check['rows'][:10]}{'…' if len(check['rows']) > 10 else ''}" if check["rows"] else ""
         _say(f"  {name}: {check['status']} — {check['summary']}{rows}")
-    _say(f"data gate {'PASSED' if report['passed'] else 'FAILED'} for {args.data} ({report['rows']} rows, {report['dataset_digest']})")
+    from secure_pipeline import gate
+
+    _say(gate.verdict(report, str(args.data)))
     return 0 if report["passed"] else 1
 
 

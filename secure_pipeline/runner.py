@@ -15,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from secure_pipeline import attestation, bom as ml_bom, data_io, demo, evidence as evidence_doc, gate, policy, report, scanning, signing, tracking
@@ -137,11 +138,35 @@ def _signer(config: Config, key: Path | None, progress: Progress) -> tuple[signi
     return signer, settings.public_key
 
 
-def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    frame = data_io.read_table(data_path)
+def _read(data_path: Path, target: str, reference: Path | None) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+    """The data, the SHA-256 of the bytes it was parsed from, and the reference table."""
+    frame, digest = data_io.read_dataset(data_path)
     data_io.require_column(frame, target, data_path)
     ref = data_io.read_table(reference, what="reference") if reference else None
-    return frame, ref
+    return frame, digest, ref
+
+
+def _check_finite_features(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """inf/-inf in a feature column is refused before any check runs: scikit-learn estimators (the
+    data gate's and the trained model's) refuse it, and silently imputing it would change the data."""
+    features = frame.drop(columns=[target, *config.data.exclude], errors="ignore").select_dtypes("number")
+    infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float, na_value=np.nan)).any()]
+    if infinite:
+        raise BadInputError(
+            f"{data_path}: feature column(s) {infinite} hold inf/-inf, which scikit-learn estimators refuse; "
+            "replace them with finite values (or empty cells for missing ones), or list the columns in data.exclude"
+        )
+
+
+def _check_classifier_target(frame: pd.DataFrame, target: str, config: Config, data_path: Path) -> None:
+    """A continuous target for the train stage's classifier is refused before the data gate runs."""
+    from secure_pipeline.features import looks_like_regression
+
+    if "train" in config.model_stages and looks_like_regression(frame[target]):
+        raise BadInputError(
+            f"{data_path}: target column '{target}' looks continuous ({frame[target].nunique()} distinct numeric values), "
+            "but the train stage fits a classifier; pass a column of class labels to --target, or bin this one into classes first"
+        )
 
 
 def scan_data(
@@ -155,9 +180,9 @@ def scan_data(
 ) -> dict[str, Any]:
     """Run the data gate on a CSV/Parquet file and return the contract's data report."""
     config = config or Config()
-    frame, ref = _read(Path(data), target, reference or config.data.reference)
+    frame, digest, ref = _read(Path(data), target, reference or config.data.reference)
     checks = gate.load_checks(config)
-    digest = data_io.file_sha256(Path(data))
+    _check_finite_features(frame, target, config, Path(data))
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as workdir:
         context = _context(frame, ref, Path(data), target, config, Path(workdir), progress)
         if log_to_mlflow:
@@ -165,13 +190,13 @@ def scan_data(
             with tracking.run(config.tracking.experiment, run_name=f"scan-data {Path(data).name}"):
                 tracking.log_dataset(frame, Path(data), digest, target)
                 results = gate.run_checks(context, checks, _logger())
-                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+                report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
                 tracking.log_json(report_json, f"{tracking.ARTIFACT_DIR}/data-report.json")
                 _log_data_report(report_json, results)
                 tracking.set_tags({"data_gate": "passed" if report_json["passed"] else "failed"})
         else:
             results = gate.run_checks(context, checks)
-            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest)
+            report_json = gate.data_report(results, rows=len(frame), dataset_digest=digest, baseline=gate.baseline_json(context))
     evidence_doc.validate(report_json, schema_file="data-report-v1.schema.json", source="data report")
     return report_json
 
@@ -203,8 +228,30 @@ def _logger() -> Callable[[StageResult], None]:
             tracking.log_json(gate.check_json(result), f"{tracking.ARTIFACT_DIR}/stages/{result.name}.json")
         for path in result.artifacts.values():
             tracking.log_file(path, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
+        if result.outputs.get("reference_expectations"):
+            with tempfile.TemporaryDirectory(prefix="secure-pipeline-suite-") as workdir:
+                suite = _write_suite(result.outputs["reference_expectations"], Path(workdir))
+                tracking.log_file(suite, f"{tracking.ARTIFACT_DIR}/stages/{result.name}")
 
     return log
+
+
+def _write_suite(expectations: list[dict[str, Any]], workdir: Path) -> Path:
+    """A stage's reference expectations (dicts with `type` between/in_set) as a Great Expectations suite file."""
+    import json
+
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    items = [
+        gxe.ExpectColumnValuesToBeBetween(column=e["column"], min_value=float(e["min_value"]), max_value=float(e["max_value"]))
+        if e["type"] == "between" else gxe.ExpectColumnValuesToBeInSet(column=e["column"], value_set=list(e["value_set"]))
+        for e in expectations
+    ]
+    suite = gx.ExpectationSuite(name="secure_pipeline_poisoning_reference", expectations=items)
+    path = workdir / "reference-expectations.json"
+    path.write_text(json.dumps(suite.to_json_dict(), default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult]) -> None:
@@ -217,7 +264,35 @@ def _log_data_report(report_json: dict[str, Any], results: dict[str, StageResult
         tracking.log_table(rows, f"{tracking.ARTIFACT_DIR}/flagged-rows.json")
 
 
-def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config: Config) -> tuple[pd.DataFrame, int, list[str]]:
+@dataclass(frozen=True)
+class Handling:
+    """What gate.on_flagged and the pii stage did to the data before training."""
+
+    kept: pd.DataFrame
+    rows_dropped: int
+    columns_dropped: list[str]
+    dropped_by_class: dict[str, dict[str, int]]  # {label: {"dropped": n, "rows": class size}}; classification targets only
+
+    def message(self) -> str:
+        """The progress line naming how many rows were dropped from each class."""
+        per_class = ", ".join(f"'{label}' {c['dropped']:,} of {c['rows']:,} ({c['dropped'] / c['rows']:.1%})"
+                              for label, c in self.dropped_by_class.items() if c["dropped"])
+        return (f"gate: on_flagged=drop removed {self.rows_dropped:,} flagged rows before training"
+                + (f"; by class: {per_class}" if per_class else ""))
+
+
+def _by_class(labels: pd.Series, dropped: list[int]) -> dict[str, dict[str, int]]:
+    """Rows dropped per class of a classification target (empty for a regression target)."""
+    from secure_pipeline.features import looks_like_regression
+
+    if looks_like_regression(labels.dropna()):
+        return {}
+    keys = labels.astype("string").fillna("<null>")
+    totals, gone = keys.value_counts(), keys.iloc[dropped].value_counts()
+    return {str(k): {"dropped": int(gone.get(k, 0)), "rows": int(n)} for k, n in totals.sort_index().items()}
+
+
+def _handle_flagged(frame: pd.DataFrame, target: str, results: dict[str, StageResult], config: Config) -> Handling:
     """Apply gate.on_flagged to flagged rows and drop the PII columns the pii stage asks to drop."""
     columns = sorted({c for r in results.values() for c in r.details.get("drop_columns", [])})
     rows: set[int] = set()
@@ -230,7 +305,8 @@ def _handle_flagged(frame: pd.DataFrame, results: dict[str, StageResult], config
 
         key = pseudonym.key_from_env(pii.details["key_env"])
         kept = pseudonym.pseudonymize(kept, list(pii.details["pseudonymize_columns"]), key)
-    return kept, len(rows), columns
+    by_class = _by_class(frame[target], sorted(rows)) if config.gate.on_flagged == "drop" else {}
+    return Handling(kept, len(rows), columns, by_class)
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -251,14 +327,15 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
     alias = options.alias or config.registry.alias
     if alias.lower().startswith("v") and alias[1:].isdigit():
         raise BadInputError(f"--alias {alias}: aliases of the form v<number> are reserved by MLflow; choose another")
-    frame, ref = _read(data_path, target, reference)
+    frame, dataset_sha, ref = _read(data_path, target, reference)
     data_stages, model_stages = _stages_for(config)
+    _check_classifier_target(frame, target, config, data_path)
+    _check_finite_features(frame, target, config, data_path)
     packs = options.packs or config.policy.packs
     waivers = options.waivers or config.policy.waivers
     policy_dir = policy.check(options.policy or config.policy.dir, packs)
     waivers_mod.load(waivers)  # a missing or malformed waivers file fails before any work
     signer, public_key = _signer(config, options.key, progress)
-    dataset_sha = data_io.file_sha256(data_path)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
     with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(options.experiment or config.tracking.experiment, run_name=model_name) as active:
         workdir = Path(tmp)
@@ -273,17 +350,21 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)
         tracking.set_tags({"dataset_sha256": dataset_sha})  # on the run page from the start, even if a later step fails
+        champion = _champion(model_name, alias, public_key, uri, progress)
         context = _context(frame, ref, data_path, target, config, workdir, progress)
+        context.champion, context.baseline = champion, (champion or {}).get("evidence")
         results = gate.run_checks(context, data_stages, log)
-        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha)
+        data_report = gate.data_report(results, rows=len(frame), dataset_digest=dataset_sha, baseline=gate.baseline_json(context))
         tracking.log_json(data_report, f"{tracking.ARTIFACT_DIR}/data-report.json")
         _log_data_report(data_report, results)
 
-        kept, rows_dropped, columns_dropped = _handle_flagged(frame, results, config)
-        profile_sha = log_training_profile(_profiled_columns(kept, results, config, columns_dropped), target, workdir, config.seed)
-        train_context = _context(kept, ref, data_path, target, config, workdir, progress)
-        train_context.feature_exclude = (*train_context.feature_exclude, *columns_dropped)
-        train_context.champion = _champion(model_name, alias, public_key, uri, progress)
+        handling = _handle_flagged(frame, target, results, config)
+        if config.gate.on_flagged == "drop":
+            progress(handling.message())
+        profile_sha = log_training_profile(_profiled_columns(handling.kept, results, config, handling.columns_dropped), target, workdir, config.seed)
+        train_context = _context(handling.kept, ref, data_path, target, config, workdir, progress)
+        train_context.feature_exclude = (*train_context.feature_exclude, *handling.columns_dropped)
+        train_context.champion = champion
         for stage in model_stages:
             progress(f"model: {stage.name}")
             result = stage.run(train_context)
@@ -313,7 +394,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             "run": {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id, "tracking_uri": tracking.redact(uri)},
             "dataset": {"path": str(data_path), "sha256": dataset_sha, "rows": len(frame), "columns": [str(c) for c in frame.columns], "target": target},
             "data": data_report,
-            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": rows_dropped, "columns_dropped": columns_dropped,
+            "handling": {"on_flagged": config.gate.on_flagged, "rows_dropped": handling.rows_dropped,
+                         "rows_dropped_by_class": handling.dropped_by_class, "columns_dropped": handling.columns_dropped,
                          "columns_pseudonymized": list(results["pii"].details.get("pseudonymize_columns", [])) if "pii" in results else []},
             "stages": {name: _stage_json(r) for name, r in train_context.results.items()},
             "champion": _champion_json(train_context.champion, train_context.results.get("champion"), alias),
@@ -358,7 +440,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
         if decision.allow:
             progress(f"promote: registering {model_name} and moving @{alias}")
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
-                                        _description(document, active.info.run_id, alias), active.info.run_id)
+                                        _description(document, active.info.run_id, alias), active.info.run_id,
+                                        compared_with=train_context.champion["version"] if train_context.champion else None)
         else:
             tracking.end_blocked(model_name)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
@@ -386,8 +469,9 @@ def log_training_profile(frame: pd.DataFrame, target: str, workdir: Path, seed: 
 
 
 def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, progress: Progress) -> dict[str, Any] | None:
-    """The current alias holder, for the champion stage: its logged metrics, and the model itself only
-    when its signature and attestation verify with the configured public key."""
+    """The current alias holder, for the data gate's baseline and the champion stage: its logged metrics,
+    and the model and its evidence document only when its signature and attestation verify with the
+    configured public key."""
     from secure_pipeline import verification
     from secure_pipeline.errors import CheckFailedError
 
@@ -396,13 +480,14 @@ def _champion(model_name: str, alias: str, public_key: Path | None, uri: str, pr
         return None
     logged = {k.removeprefix("evaluate."): v for k, v in tracking.run_metrics(holder.run_id).items() if k.startswith("evaluate.")}
     entry: dict[str, Any] = {"version": holder.version, "run_id": holder.run_id, "uri": f"models:/{model_name}/{holder.version}",
-                             "metrics": logged, "model": None, "note": ""}
+                             "metrics": logged, "model": None, "evidence": None, "note": ""}
     if public_key is None:
         entry["note"] = "no public key configured: the champion was not loaded; compared its logged metrics, which may come from other data"
         return entry
     progress(f"champion: verifying {model_name}@{alias} (version {holder.version}) before comparing with it")
     try:
-        entry["model"] = verification.load_verified(entry["uri"], public_key, tracking_uri=uri)
+        entry["model"], verified = verification.load_verified_release(entry["uri"], public_key, tracking_uri=uri)
+        entry["evidence"] = verified.evidence
     except (CheckFailedError, BadInputError) as exc:
         entry["note"] = f"the champion did not verify ({exc}); compared its logged metrics instead"
     return entry

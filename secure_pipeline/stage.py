@@ -86,6 +86,10 @@ class Context:
     # {"version", "run_id", "uri", "metrics", "model" (loaded only after signature verification, else
     # None), "note"}; None when no model holds the alias yet.
     champion: Mapping[str, Any] | None = None
+    # The verified evidence-v1 document of the last promoted version (its `data` key is the data report,
+    # with `checks.<stage>.metrics`), for stages that judge a statistic against the champion's; None when
+    # no version was promoted yet or its signature and attestation did not verify.
+    baseline: Mapping[str, Any] | None = None
 
     @property
     def features(self) -> list[str]:

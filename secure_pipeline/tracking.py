@@ -6,20 +6,22 @@ MLflow and network errors are turned into `InfrastructureError` here, at the bou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # pandas is imported by the callers; `sign`/`verify` start faster without it
     import pandas as pd
 
-from secure_pipeline.errors import BadInputError, InfrastructureError, SecurePipelineError
+from secure_pipeline.errors import BadInputError, CheckFailedError, InfrastructureError, SecurePipelineError
 
 ARTIFACT_DIR = "secure-pipeline"
 SIGNATURE_ARTIFACT = f"{ARTIFACT_DIR}/model.sig"
@@ -122,6 +124,18 @@ def infrastructure_errors(action: str) -> Iterator[None]:
         raise InfrastructureError(f"MLflow failed while {action}: {first}") from exc
     except (OSError, ConnectionError) as exc:
         raise InfrastructureError(f"I/O failed while {action}: {exc}") from exc
+    except _object_store_errors() as exc:
+        raise InfrastructureError(f"artifact store failed while {action}: {exc}") from exc
+
+
+def _object_store_errors() -> tuple[type[BaseException], ...]:
+    """The errors of boto3/botocore (S3-compatible artifact stores written by the client), when installed."""
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError, Boto3Error)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -221,19 +235,33 @@ def log_monitoring_run(report: dict[str, Any]) -> str:
         return str(active.info.run_id)
 
 
+_REFUSED_KEY_CHARACTERS = re.compile(r"[^\w.\- ]")
+MAX_KEY_LENGTH = 250  # MLflow's limit for metric and param keys
+
+
+def mlflow_key(name: str) -> str:
+    """`name` as a metric or param key MLflow accepts (letters, digits, `_ - . ` and spaces, at most
+    250 characters). Other characters, e.g. of a column named `x'); DROP TABLE runs;--`, become `_`,
+    and 8 hex digits of the original's SHA-256 keep two such names apart. Evidence keeps the original."""
+    safe = _REFUSED_KEY_CHARACTERS.sub("_", name)
+    if safe == name and len(name) <= MAX_KEY_LENGTH:
+        return name
+    return f"{safe[:MAX_KEY_LENGTH - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     with infrastructure_errors("logging params"):
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_params({mlflow_key(k): str(v)[:6000] for k, v in params.items()})
 
 
 def log_metrics(prefix: str, metrics: dict[str, float]) -> None:
-    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate`."""
+    """Log metrics namespaced by stage, e.g. `label_noise.issue_rate` (keys made acceptable by `mlflow_key`)."""
     import mlflow
 
     with infrastructure_errors("logging metrics"):
-        mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(f"{prefix}.{k}"): float(v) for k, v in metrics.items()})
 
 
 def set_note(markdown: str) -> None:
@@ -323,20 +351,41 @@ def download_model(uri: str, destination: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
 
 
-def download_run_artifact(run_id: str, artifact: str, destination: Path) -> Path | None:
-    """Download one run artifact, or None when the run has no such artifact."""
+def download_run_artifacts(run_id: str, artifacts: Sequence[str], destination: Path) -> dict[str, Path | None]:
+    """Download the named files of a run's artifacts into `destination`: one run lookup and one listing
+    per folder, then one transfer per file. An artifact is None only when the store's listing says the
+    run does not have it; a store that cannot be reached or read raises `InfrastructureError`, so an
+    outage is never mistaken for "the run never logged it"."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     destination.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(destination)))
-    except (MlflowException, OSError):
-        return None
+    found: dict[str, Path | None] = dict.fromkeys(artifacts)
+    with infrastructure_errors(f"reading the artifacts of run {run_id}"):
+        try:
+            run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None  # the store answered: there is no such run, so it holds no artifacts
+        if run is None:
+            return found
+        repository = get_artifact_repository(run.info.artifact_uri)
+        listed: dict[str, set[str]] = {}
+        for artifact in artifacts:
+            folder = artifact.rpartition("/")[0]
+            if folder not in listed:
+                listed[folder] = {entry.path for entry in repository.list_artifacts(folder or None) if not entry.is_dir}
+            found[artifact] = Path(repository.download_artifacts(artifact, str(destination))) if artifact in listed[folder] else None
+    return found
 
 
-def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str) -> str:
-    """Register a version, tag it, then move the alias, last. Roll back the version on failure."""
+def register(model_uri: str, name: str, alias: str, tags: dict[str, str], description: str, run_id: str, *,
+             compared_with: str | None) -> str:
+    """Register a version, tag it, then move the alias, last, and only while the alias still points
+    where the run's champion comparison saw it (`compared_with`, None: no champion). Roll back the
+    version on an infrastructure failure; a moved alias leaves the version registered, unpromoted."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -345,12 +394,24 @@ def register(model_uri: str, name: str, alias: str, tags: dict[str, str], descri
     try:
         with infrastructure_errors(f"promoting {name} version {version}"):
             client.update_model_version(name, version, description=description)
+            holder = alias_holder(name, alias)
+            if (holder.version if holder else None) != compared_with:
+                now = f"version {holder.version}" if holder else "no version (it was removed)"
+                raise ChampionMovedError(
+                    f"{name}@{alias} moved to {now} while this run compared against "
+                    f"{'version ' + compared_with if compared_with else 'no champion'}; version {version} is registered with its "
+                    "evidence but not promoted; rerun to compare against the new champion"
+                )
             client.set_registered_model_alias(name, alias, version)
     except InfrastructureError:
         with contextlib.suppress(Exception):
             client.delete_model_version(name, version)
         raise
     return str(version)
+
+
+class ChampionMovedError(CheckFailedError):
+    """Another run moved the alias after this run's champion comparison: promoting would skip that comparison."""
 
 
 @dataclass(frozen=True)

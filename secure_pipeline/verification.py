@@ -6,13 +6,21 @@ anyone with EDIT permission on a registered model can move an alias or edit a ta
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from secure_pipeline import signing, tracking  # attestation and scanning are imported on use: fast `verify DIR`
 from secure_pipeline.errors import BadInputError, CheckFailedError
+
+T = TypeVar("T")
+# What verification reads from the model version's source run, fetched in one listing.
+RUN_ARTIFACTS = (tracking.SIGNATURE_ARTIFACT, tracking.ATTESTATION_ARTIFACT, tracking.EVIDENCE_ARTIFACT, tracking.BOM_ARTIFACT,
+                 tracking.PROFILE_ARTIFACT)
 
 
 @dataclass(frozen=True)
@@ -22,10 +30,11 @@ class VerifiedModel:
     target: str
     digest: str
     files: dict[str, str]
-    local_path: Path
+    local_path: Path | None  # None once a temporary download folder was removed
     version: str | None = None
     run_id: str | None = None
     attestation: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None  # the run's evidence document, read once its digest matched the attestation
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,11 +84,8 @@ def verify_local(target: Path, public_key: "Path | signing.Trust | None" = None,
     return VerifiedModel(str(target), signed.digest, signed.files, Path(target))
 
 
-def _artifact_digest(run_id: str, artifact: str, destination: Path) -> str | None:
-    path = tracking.download_run_artifact(run_id, artifact, destination)
-    if path is None or not path.is_file():
-        return None
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+def _file_digest(path: Path | None) -> str | None:
+    return None if path is None else "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def verify_registered(
@@ -94,20 +100,46 @@ def verify_registered(
     signature over exactly the files served; a valid release attestation (schema-checked) whose
     subject is that model, whose decision is allow, and whose run, model URI and name are this
     version's; the evidence and ML-BOM logged with the run unchanged since they were attested; and
-    the version's tags agreeing with the attestation. Tags alone are never trusted."""
-    from secure_pipeline import attestation
+    the version's tags agreeing with the attestation. Tags alone are never trusted.
 
+    With `workdir`, the verified copy stays in it (`local_path`) and belongs to the caller; without,
+    everything is downloaded to a temporary folder that is removed before returning (`local_path`
+    is then None)."""
     material = make_trust(public_key, **trust)
+    if workdir is not None:
+        return _verify_into(uri, material, tracking_uri, Path(workdir))[0]
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-verify-") as scratch:
+        return replace(_verify_into(uri, material, tracking_uri, Path(scratch))[0], local_path=None)
+
+
+def _verify_into(
+    uri: str, material: signing.Trust, tracking_uri: str | None, workdir: Path, alongside: Callable[[Path], T] | None = None
+) -> tuple[VerifiedModel, T | None]:
+    """`verify_registered`, downloading into `workdir` (model files in `workdir/model`).
+
+    `alongside(model_dir)` (e.g. the scan) runs in a second thread while the signature is checked, on
+    the same downloaded files; its result is returned only when verification succeeds. Hashing
+    releases the GIL, so on two cores the two reads of the files overlap."""
     tracking.connect(tracking_uri)
     entry = tracking.find_version(uri)
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="secure-pipeline-verify-"))
     model_dir = tracking.download_model(f"models:/{entry.name}/{entry.version}", workdir / "model")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # leaving the block waits for `alongside`, even on failure
+        side = pool.submit(alongside, model_dir) if alongside else None
+        verified = _check_release(uri, entry, model_dir, material, workdir)
+        return verified, side.result() if side else None
+
+
+def _check_release(uri: str, entry: tracking.RegisteredVersion, model_dir: Path, material: signing.Trust, workdir: Path) -> VerifiedModel:
+    """The signature over `model_dir`, the attestation, the attested evidence and ML-BOM, and the tags."""
+    from secure_pipeline import attestation
+
     where = f"{uri} (version {entry.version})"
-    bundle = tracking.download_run_artifact(entry.run_id, tracking.SIGNATURE_ARTIFACT, workdir / "signature")
+    logged = tracking.download_run_artifacts(entry.run_id, RUN_ARTIFACTS, workdir / "run")
+    bundle = logged[tracking.SIGNATURE_ARTIFACT]
     if bundle is None:
         raise CheckFailedError(f"{where}: no model signature logged with the source run {entry.run_id}; the model was never signed")
     signed = signing.verify_model(model_dir, bundle, material, label=where)
-    statement_path = tracking.download_run_artifact(entry.run_id, tracking.ATTESTATION_ARTIFACT, workdir / "attestation")
+    statement_path = logged[tracking.ATTESTATION_ARTIFACT]
     if statement_path is None:
         raise CheckFailedError(f"{where}: no release attestation logged with the source run {entry.run_id}")
     statement = attestation.verify(statement_path, material)
@@ -124,14 +156,14 @@ def verify_registered(
         problems.append(f"the attestation is for {predicate['model_uri']}, but this version serves {entry.source}")
     if predicate["model_name"] != entry.name:
         problems.append(f"the attestation is for registered model '{predicate['model_name']}', not '{entry.name}'")
-    evidence_digest = _artifact_digest(entry.run_id, tracking.EVIDENCE_ARTIFACT, workdir / "evidence")
+    evidence_digest = _file_digest(logged[tracking.EVIDENCE_ARTIFACT])
     if evidence_digest != predicate["evidence_sha256"]:
         problems.append("the run's evidence.json " + ("is missing" if evidence_digest is None else "was changed after it was attested"))
-    bom_digest = _artifact_digest(entry.run_id, tracking.BOM_ARTIFACT, workdir / "bom")
+    bom_digest = _file_digest(logged[tracking.BOM_ARTIFACT])
     if bom_digest != predicate["bom_sha256"]:
         problems.append("the run's ML-BOM " + ("is missing" if bom_digest is None else "was changed after it was attested"))
     if "training_profile_sha256" in predicate:  # older attestations bind no profile
-        profile_digest = _artifact_digest(entry.run_id, tracking.PROFILE_ARTIFACT, workdir / "profile")
+        profile_digest = _file_digest(logged[tracking.PROFILE_ARTIFACT])
         if profile_digest != predicate["training_profile_sha256"]:
             problems.append("the run's training profile " + ("is missing" if profile_digest is None else "was changed after it was attested"))
     expected_tags = {"model_digest": signed.digest, "decision": predicate["decision"], "run_id": entry.run_id,
@@ -143,29 +175,62 @@ def verify_registered(
             problems.append(f"the version's {key} tag ({tag}) does not match the attestation ({value})")
     if problems:
         raise CheckFailedError(f"{where}: " + "; ".join(problems))
-    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement)
+    return VerifiedModel(uri, signed.digest, signed.files, model_dir, entry.version, entry.run_id, statement,
+                         json.loads(logged[tracking.EVIDENCE_ARTIFACT].read_bytes()))
 
 
-def _audit_trusted_types(model_dir: Path, uri: str) -> None:
-    """skops' own untrusted-type check on every .skops file: each type must pass the allowlist and
-    be among the trusted types recorded (and signed) in the MLmodel file."""
-    import skops.io
+def _recorded_trusted_types(model_dir: Path, uri: str) -> dict[str, Any]:
+    """The sklearn flavor of the signed MLmodel, once every trusted type it records passes the allowlist."""
     import yaml
 
     from secure_pipeline import scanning
 
     try:
         flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        recorded = [str(t) for t in flavor.get("skops_trusted_types") or []]
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise CheckFailedError(f"{uri}: no readable scikit-learn flavor in MLmodel ({type(exc).__name__}); refusing to load") from exc
+    refused = [t for t in recorded if not scanning.is_allowed_global(*t.rpartition(".")[::2])]
+    if refused:
+        raise CheckFailedError(f"{uri}: MLmodel trusts type(s) {', '.join(refused)}, which the allowlist refuses; refusing to load")
+    return flavor
+
+
+def _audit_needed_types(model_dir: Path, uri: str, flavor: dict[str, Any]) -> None:
+    """skops' untrusted-type listing of every .skops file: each type it needs must be recorded in
+    MLmodel (the allowlist held them all already: `_recorded_trusted_types`, and the scanner)."""
+    import skops.io
+
     recorded = set(flavor.get("skops_trusted_types") or [])
     for path in sorted(model_dir.rglob("*.skops")):
         for type_name in skops.io.get_untrusted_types(file=path):
-            module, _, name = type_name.rpartition(".")
-            if not scanning.is_allowed_global(module, name):
-                raise CheckFailedError(f"{uri}: {path.name} needs type {type_name}, which the allowlist refuses; refusing to load")
             if type_name not in recorded:
                 raise CheckFailedError(f"{uri}: {path.name} needs type {type_name}, not among the trusted types recorded at training; refusing to load")
+
+
+def _load_audited(model_dir: Path, uri: str, flavor: dict[str, Any]) -> Any:
+    """Load the checked copy with skops' own untrusted-type check as the audit: skops refuses, before
+    it builds any object, a type the file needs that MLmodel does not record. One walk of the skops
+    file instead of `_audit_needed_types`' walk followed by the load's."""
+    import mlflow.sklearn
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return mlflow.sklearn.load_model(str(model_dir))
+    except UntrustedTypesFoundException as exc:
+        needed = str(exc).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
+        raise CheckFailedError(f"{uri}: {flavor.get('pickled_model')} needs type(s) {needed}, not among the trusted types recorded at training; refusing to load") from exc
+
+
+def _checked_copy(uri: str, material: signing.Trust, tracking_uri: str | None, workdir: Path) -> tuple[VerifiedModel, dict[str, Any]]:
+    """Verify into `workdir`, scan the same files while the signature is hashed, and check the
+    recorded trusted types against the allowlist. Returns the verified copy and its sklearn flavor."""
+    from secure_pipeline import scanning
+
+    verified, scan = _verify_into(uri, material, tracking_uri, workdir, alongside=scanning.scan_path)
+    if not scan.clean:
+        raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
+    return verified, _recorded_trusted_types(verified.local_path, uri)
 
 
 def check_verified(
@@ -176,18 +241,23 @@ def check_verified(
     identity: str | None = None,
     issuer: str | None = None,
     tracking_uri: str | None = None,
+    workdir: Path | None = None,
 ) -> VerifiedModel:
-    """Everything `load_verified` checks before loading: verify the registered model
-    (`verify_registered`), scan its files and audit skops' trusted types. Returns the verified
-    local copy, which is what may be loaded or served; any failed check raises `CheckFailedError`."""
-    from secure_pipeline import scanning
-
+    """Everything `load_verified` checks before loading, for callers that load or serve the copy
+    themselves: verify the registered model (`verify_registered`), scan its files and audit skops'
+    trusted types (every type a `.skops` file needs must be recorded in MLmodel and pass the
+    allowlist). Returns the verified local copy (`local_path`, in `workdir/model`; without
+    `workdir`, in a new temporary folder that the caller owns); a failed check raises
+    `CheckFailedError` and removes a temporary folder it made."""
     material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
-    verified = verify_registered(uri, material, tracking_uri=tracking_uri)
-    scan = scanning.scan_path(verified.local_path)
-    if not scan.clean:
-        raise CheckFailedError(f"{uri}: unsafe content in the model files: {scan.issues[0].message}")
-    _audit_trusted_types(verified.local_path, uri)
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="secure-pipeline-verified-"))
+    try:
+        verified, flavor = _checked_copy(uri, material, tracking_uri, folder)
+        _audit_needed_types(verified.local_path, uri, flavor)
+    except BaseException:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return verified
 
 
@@ -202,8 +272,14 @@ def load_verified(
 ) -> Any:
     """Verify a registered model (`verify_registered`), scan its files, audit skops' trusted types,
     and only then load it. Trust material: `public_key=`, `cert_chain=[CA.pem]` (X.509), or
-    `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`."""
-    import mlflow.sklearn
+    `identity=` + `issuer=` (keyless Sigstore). Anything else raises `CheckFailedError`.
+    The downloaded copy is removed before returning, whether the model loads or not."""
+    material = make_trust(public_key, cert_chain=cert_chain, identity=identity, issuer=issuer)
+    return load_verified_release(uri, material, tracking_uri=tracking_uri)[0]
 
-    verified = check_verified(uri, public_key, cert_chain=cert_chain, identity=identity, issuer=issuer, tracking_uri=tracking_uri)
-    return mlflow.sklearn.load_model(str(verified.local_path))
+
+def load_verified_release(uri: str, trust: "Path | signing.Trust | None", *, tracking_uri: str | None = None) -> tuple[Any, VerifiedModel]:
+    """`load_verified`, also returning what was verified (with the attested evidence document)."""
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-load-") as scratch:
+        verified, flavor = _checked_copy(uri, make_trust(trust), tracking_uri, Path(scratch))
+        return _load_audited(verified.local_path, uri, flavor), replace(verified, local_path=None)

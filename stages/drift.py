@@ -242,6 +242,7 @@ class DriftStage:
         }
         details = {
             "source": source,
+            "baseline": {"source": source, "reference_rows": int(profile.get("rows", 0))},
             "alpha_per_column": alpha,
             "psi_threshold": s.psi_threshold,
             "drifted_columns": drifted,
@@ -258,6 +259,9 @@ class DriftStage:
             status = "failed" if s.action == "fail" else "warning"
             summary = f"{len(drifted)} of {len(tested)} columns drifted from the {source}: " + ", ".join(
                 f"{c} (PSI {tested[c]['psi']:.2f})" for c in sorted(drifted, key=lambda c: -tested[c]["psi"])[:5])
+            if status == "failed":
+                summary += ("; check where the new data comes from, or, if the shift is expected, refresh the reference "
+                            "(--reference, drift.profile), raise drift.psi_threshold or set drift.action: warn")
         elif missing or extra:
             status, summary = "warning", f"no drift in {len(tested)} tested columns, but the columns differ from the reference"
         else:

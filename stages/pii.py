@@ -120,8 +120,32 @@ def _is_us_ssn(value: str) -> bool:
     return bool(_SSN_FORMAT.match(value)) and ssn.is_valid(value)
 
 
-def _stdnum(module) -> Callable[[str], bool]:
+_SEPARATORS = re.compile(r"[ .+\-/]")
+# The written form of each national ID with its separators removed, checked before the checksum:
+# python-stdnum pads short numbers with zeros (`bsn.is_valid('1120')` is true), so without this a
+# column of 4-digit area codes reads as Dutch BSN numbers.
+_ID_FORMATS: dict[str, re.Pattern[str]] = {
+    "nl_bsn": re.compile(r"^[0-9]{9}$"),
+    "ca_sin": re.compile(r"^[0-9]{9}$"),
+    "de_idnr": re.compile(r"^[0-9]{11}$"),
+    "pl_pesel": re.compile(r"^[0-9]{11}$"),
+    "br_cpf": re.compile(r"^[0-9]{11}$"),
+    "in_aadhaar": re.compile(r"^[0-9]{12}$"),
+    "fr_nir": re.compile(r"^[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}$"),
+    "es_dni": re.compile(r"^[0-9]{8}[A-Za-z]$"),
+    "es_nie": re.compile(r"^[XYZxyz][0-9]{7}[A-Za-z]$"),
+    "it_codice_fiscale": re.compile(r"^(?:[A-Za-z0-9]{16}|[0-9]{11})$"),
+    "se_personnummer": re.compile(r"^[0-9]{10}(?:[0-9]{2})?$"),
+}
+
+
+def _stdnum(module, kind: str | None = None) -> Callable[[str], bool]:
+    """python-stdnum's validator, after the kind's length and format check (see `_ID_FORMATS`)."""
+    form = _ID_FORMATS.get(kind or "")
+
     def check(value: str) -> bool:
+        if form is not None and not form.match(_SEPARATORS.sub("", value)):
+            return False
         try:
             return bool(module.is_valid(value))
         except Exception:  # noqa: BLE001 - a validator must never break the scan
@@ -145,17 +169,17 @@ def _detectors(region: str) -> list[_Detector]:
         _Detector("iban", "IBANs", False, _stdnum(iban)),
         _Detector("payment_card", "payment card numbers", True, _is_card),
         _Detector("us_ssn", "US social security numbers", False, _is_us_ssn),
-        _Detector("it_codice_fiscale", "Italian fiscal codes", False, _stdnum(codicefiscale)),
-        _Detector("es_dni", "Spanish DNI numbers", False, _stdnum(dni)),
-        _Detector("es_nie", "Spanish NIE numbers", False, _stdnum(nie)),
-        _Detector("fr_nir", "French social security numbers (NIR)", True, _stdnum(nir)),
-        _Detector("pl_pesel", "Polish PESEL numbers", True, _stdnum(pesel)),
-        _Detector("br_cpf", "Brazilian CPF numbers", True, _stdnum(cpf)),
-        _Detector("de_idnr", "German tax IDs (IdNr)", True, _stdnum(idnr)),
-        _Detector("in_aadhaar", "Aadhaar numbers", True, _stdnum(aadhaar)),
-        _Detector("se_personnummer", "Swedish personal identity numbers", False, _stdnum(personnummer)),
-        _Detector("nl_bsn", "Dutch BSN numbers", True, _stdnum(bsn)),
-        _Detector("ca_sin", "Canadian social insurance numbers", True, _stdnum(sin)),
+        _Detector("it_codice_fiscale", "Italian fiscal codes", False, _stdnum(codicefiscale, "it_codice_fiscale")),
+        _Detector("es_dni", "Spanish DNI numbers", False, _stdnum(dni, "es_dni")),
+        _Detector("es_nie", "Spanish NIE numbers", False, _stdnum(nie, "es_nie")),
+        _Detector("fr_nir", "French social security numbers (NIR)", True, _stdnum(nir, "fr_nir")),
+        _Detector("pl_pesel", "Polish PESEL numbers", True, _stdnum(pesel, "pl_pesel")),
+        _Detector("br_cpf", "Brazilian CPF numbers", True, _stdnum(cpf, "br_cpf")),
+        _Detector("de_idnr", "German tax IDs (IdNr)", True, _stdnum(idnr, "de_idnr")),
+        _Detector("in_aadhaar", "Aadhaar numbers", True, _stdnum(aadhaar, "in_aadhaar")),
+        _Detector("se_personnummer", "Swedish personal identity numbers", False, _stdnum(personnummer, "se_personnummer")),
+        _Detector("nl_bsn", "Dutch BSN numbers", True, _stdnum(bsn, "nl_bsn")),
+        _Detector("ca_sin", "Canadian social insurance numbers", True, _stdnum(sin, "ca_sin")),
         _Detector("phone", "phone numbers", False, _phone_checker(region)),
         _Detector("ip_address", "IP addresses", False, _is_ip),
     ]

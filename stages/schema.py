@@ -84,6 +84,10 @@ class ColumnSpec(BaseModel):
 
 
 DERIVED_RANGE_Z = 6.0  # derived ranges reach at least this many robust SDs (1.4826 MAD) from the median
+GX_MAX_COLUMNS = 100  # wider tables: only expectations a vectorized screen finds candidate failures for go to GX
+TAIL_ROW_PROBABILITY = 1e-6  # derived ranges reach the value a clean row exceeds with this probability (tail fit)
+FAT_TAIL_KURTOSIS = 1.0  # excess kurtosis above which the tail is fitted as Pareto too (ISLP Weekly returns: the 2008 crash)
+TAIL_SHARE = 0.05  # the tail fit uses the largest (smallest) 5 % of the reference values, at least 5 of them
 
 
 class SchemaSettings(StageSettings):
@@ -94,9 +98,10 @@ class SchemaSettings(StageSettings):
     derive_from_reference: bool = True
     derived_range_margin: float = Field(
         0.1, ge=0, description="Ranges derived from the reference are widened by this share of their span on each "
-        f"side, and at least to the median ± {DERIVED_RANGE_Z:g} robust SDs: a reference sample has not seen the "
-        "population's extremes (a 100k-row reference flagged ~500 rows of a clean 1M-row batch at its exact "
-        "min/max). 0 keeps the exact min/max."
+        f"side, at least to the median ± {DERIVED_RANGE_Z:g} robust SDs, and at least to where an exponential tail "
+        f"fitted to the reference's most extreme {TAIL_SHARE:.0%} puts a {TAIL_ROW_PROBABILITY:g} chance per row (on a "
+        "log scale for positive right-skewed columns, so heavy tails such as ISLP College `Apps` pass): a reference "
+        "sample has not seen the population's extremes. 0 keeps the exact min/max."
     )
 
 
@@ -111,6 +116,7 @@ class _Check:
     success: bool = True
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None
+    warn_only: bool = False  # a miss warns instead of failing (new nulls against a reference-derived schema)
 
 
 def _family(series: pd.Series) -> str:
@@ -169,12 +175,70 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _tail_reach(values: np.ndarray) -> float:
+    """Where an exponential tail fitted over the largest TAIL_SHARE of `values` (peaks over a threshold)
+    is exceeded with probability TAIL_ROW_PROBABILITY per row; the maximum for small samples."""
+    ordered = np.sort(values)[::-1]
+    k = max(5, int(TAIL_SHARE * ordered.size))
+    if ordered.size <= k:
+        return float(ordered[0])
+    threshold = ordered[k]
+    scale = float(np.mean(ordered[:k] - threshold))
+    return float(threshold + scale * np.log((k / ordered.size) / TAIL_ROW_PROBABILITY))
+
+
+def derived_range(values: np.ndarray, margin: float) -> tuple[float, float]:
+    """The range a reference column's values allow: its exact min/max with `margin` 0; else widened by
+    `margin` of the span, to the median ± DERIVED_RANGE_Z robust SDs, and to the fitted tails' reach. A
+    positive right-skewed column is fitted on a log scale (its bounds stay positive); otherwise the lower
+    bound is held at 0 only when the reference holds an exact 0, a natural floor (a count, an amount)."""
+    if margin <= 0:
+        return float(values.min()), float(values.max())
+    if values.min() > 0 and _skew(values) > 1 and abs(_skew(np.log(values))) < _skew(values):
+        low, high = _widened(np.log(values), margin, robust_z=0.0)
+        return float(np.exp(low)), float(np.exp(min(high, 700.0)))
+    low, high = _widened(values, margin, robust_z=DERIVED_RANGE_Z)
+    return (max(low, 0.0) if values.min() == 0 else low), high
+
+
+def _widened(values: np.ndarray, margin: float, robust_z: float) -> tuple[float, float]:
+    low, high = float(values.min()), float(values.max())
+    median = float(np.median(values))
+    spread = robust_z * 1.4826 * float(np.median(np.abs(values - median)))
+    span = high - low
+    low, high = min(low - margin * span, median - spread, -_tail_reach(-values)), max(high + margin * span, median + spread, _tail_reach(values))
+    if _kurtosis(values) > FAT_TAIL_KURTOSIS:  # fat tails (returns): a Pareto tail reaches further than an exponential
+        low, high = min(low, median - _pareto_reach(median - values)), max(high, median + _pareto_reach(values - median))
+    return low, high
+
+
+def _kurtosis(values: np.ndarray) -> float:
+    sd = float(np.std(values))
+    return 0.0 if sd == 0 else float(np.mean((values - values.mean()) ** 4)) / sd**4 - 3.0
+
+
+def _pareto_reach(distances: np.ndarray) -> float:
+    """Where a Pareto tail (Hill estimate over the largest TAIL_SHARE of the positive `distances`) is exceeded
+    with probability TAIL_ROW_PROBABILITY per row; the largest distance when the tail is too thin to fit."""
+    ordered = np.sort(distances[distances > 0])[::-1]
+    k = max(5, int(TAIL_SHARE * distances.size))
+    if ordered.size <= k or ordered[k] <= 0:
+        return float(ordered[0]) if ordered.size else 0.0
+    alpha = 1.0 / max(float(np.mean(np.log(ordered[:k] / ordered[k]))), 1e-9)
+    return float(ordered[k] * ((k / distances.size) / TAIL_ROW_PROBABILITY) ** (1.0 / alpha))
+
+
+def _skew(values: np.ndarray) -> float:
+    sd = float(np.std(values))
+    return 0.0 if sd == 0 else float(np.mean((values - values.mean()) ** 3)) / sd**3
+
+
 def derive_columns(reference: pd.DataFrame, margin: float = 0.0) -> dict[str, ColumnSpec]:
     """Column specs learned from a trusted reference frame.
 
-    Every reference column: its type family, non-null when the reference has no nulls, the
-    reference's min/max for numeric columns (widened by `margin` times the span on each side and to
-    at least the median ± 6 robust SDs, never below 0 for a non-negative column), and the set of values of string-like columns with
+    Every reference column: its type family, non-null when the reference has no nulls (new nulls
+    against a derived spec only warn, see `SchemaStage`), the reference's min/max for numeric columns
+    (widened as `derived_range` says), and the set of values of string-like columns with
     at most 50 distinct values that repeat (at least two rows per value on average, so that an
     identifier column such as an email is not frozen into a set).
     """
@@ -192,16 +256,9 @@ def derive_columns(reference: pd.DataFrame, margin: float = 0.0) -> dict[str, Co
             family = "str" if kinds == {str} else "mixed"
         if family in ("int", "float"):
             spec["type"] = family
-            values = non_null.to_numpy(dtype=float)
-            low, high = float(values.min()), float(values.max())
-            if margin > 0:  # the reference is a sample: widen by a share of the span, at least to median ± 6 robust SD
-                median = float(np.median(values))
-                spread = DERIVED_RANGE_Z * 1.4826 * float(np.median(np.abs(values - median)))
-                low, high = min(low - margin * (high - low), median - spread), max(high + margin * (high - low), median + spread)
-                if values.min() >= 0:  # a non-negative column stays non-negative
-                    low = max(low, 0.0)
-                if family == "int":
-                    low, high = float(np.floor(low)), float(np.ceil(high))
+            low, high = derived_range(non_null.to_numpy(dtype=float), margin)
+            if family == "int":
+                low, high = float(np.floor(low)), float(np.ceil(high))
             spec["min"], spec["max"] = low, high
         elif family in ("bool", "str", "category"):
             spec["type"] = family
@@ -255,9 +312,10 @@ class SchemaStage:
             series = data[column]
             if spec.type is not None:
                 checks.append(self._type_check(column, name, series, spec.type))
-            if not spec.nullable:
+            if not spec.nullable:  # derived from a reference without nulls: new nulls warn (declare nullable: false)
                 checks.append(_Check("expect_column_values_to_not_be_null", column,
-                                     gx=gxe.ExpectColumnValuesToNotBeNull(column=name)))
+                                     gx=gxe.ExpectColumnValuesToNotBeNull(column=name),
+                                     warn_only=source == "reference" and column != target))
             if spec.min is not None or spec.max is not None:
                 kwargs = {"min_value": spec.min, "max_value": spec.max}
                 checks.append(_Check("expect_column_values_to_be_between", column, kwargs,
@@ -373,6 +431,8 @@ class SchemaStage:
     def _reason(check: _Check, value: Any) -> str:
         column, kwargs = check.column, check.kwargs
         shown = f"{column}={_fmt_value(value)}"
+        if check.type == "expect_column_values_to_not_be_null" and check.warn_only:
+            return f"{column} is null, and the reference had no nulls there (a warning: declare nullable: false to block)"
         if check.type == "expect_column_values_to_not_be_null":
             return f"{column} is null but the schema says it may not be"
         if check.type == "expect_column_values_to_be_between":
@@ -407,6 +467,14 @@ class SchemaStage:
         context.progress("schema: validating column expectations with Great Expectations")
         checks, source, skipped = self._plan(data, context.target, reference, alias)
         gx_checks = [c for c in checks if c.gx is not None]
+        screened = 0
+        if len(data.columns) > GX_MAX_COLUMNS:  # GX costs ~tens of ms per expectation: send it the ones that may fail
+            context.progress(f"schema: {len(data.columns):,} columns; screening {len(gx_checks):,} expectations before GX")
+            clear = [c for c in gx_checks if not _may_fail(c, data)]
+            for check in clear:
+                check.note = "screened: no candidate row (pandas), not sent to Great Expectations"
+            screened = len(clear)
+            gx_checks = [c for c in gx_checks if c.note is None]
         if gx_checks:
             for index, check in enumerate(gx_checks):
                 check.gx.meta = {"secure_pipeline_check": index}
@@ -427,39 +495,72 @@ class SchemaStage:
                                               column=check.column, detector=f"great_expectations:{check.type}")]
 
         findings = tuple(f for c in checks for f in c.findings)
-        failed = [c for c in checks if not c.success]
-        rows = {f.row for f in findings if f.row is not None}
+        failed = [c for c in checks if not c.success and not c.warn_only]
+        warned = [c for c in checks if not c.success and c.warn_only]
+        rows = {f.row for c in failed for f in c.findings if f.row is not None}
         metrics = {
             "expectations_evaluated": float(len(checks)),
             "expectations_failed": float(len(failed)),
+            "expectations_warned": float(len(warned)),
             "rows_failing": float(len(rows)),
         }
         details = {
             "source": source,
+            "baseline": {"source": source, **({"reference_rows": len(reference)} if source == "reference" else {})},
             "expectations": [
                 _json_safe({"type": c.type, "column": c.column, "success": c.success, **c.kwargs,
-                            **({"note": c.note} if c.note else {})})
+                            **({"note": c.note} if c.note else {}), **({"severity": "warning"} if c.warn_only else {})})
                 for c in checks
             ],
             "skipped_columns": skipped,
+            "screened_expectations": screened,
         }
         where = {"config": "the declared schema", "reference": "a schema derived from the reference data",
                  "none": "no declared schema (only the target column was checked; declare `schema.columns` or give a reference)"}[source]
         if failed:
             columns = list(dict.fromkeys(c.column for c in failed))
             shown = ", ".join(columns[:5]) + (f" and {len(columns) - 5} more" if len(columns) > 5 else "")
+            fix = {"config": "fix those rows or correct schema.columns",
+                   "reference": "fix those rows, pass a --reference that covers them, or declare the columns in schema.columns",
+                   "none": "fix the target column"}[source]
             summary = (f"{len(failed)} of {len(checks)} expectations failed against {where} "
-                       f"({len(rows)} rows; columns {shown})")
+                       f"({len(rows)} rows; columns {shown}); {fix}, or waive rule data_gate.failed for this check")
             status = "failed"
-        elif skipped:
-            summary = (f"all {len(checks)} expectations met against {where}, but declared columns "
-                       f"{', '.join(skipped)} are absent and were not checked")
+        elif warned or skipped:
+            parts = []
+            if warned:
+                columns = ", ".join(dict.fromkeys(c.column for c in warned))
+                parts.append(f"new nulls in {columns}, which the reference had none of (declare nullable: false in "
+                             "schema.columns to block them)")
+            if skipped:
+                parts.append(f"declared columns {', '.join(skipped)} are absent and were not checked")
+            summary = f"{len(checks) - len(warned)} of {len(checks)} expectations met against {where}; " + "; ".join(parts)
             status = "warning"
         else:
             summary = f"all {len(checks)} expectations met against {where}"
             status = "passed"
+        if screened:
+            summary += (f" ({screened:,} of the {len(checks):,} expectations had no candidate row in a vectorized screen "
+                        f"and were not sent to Great Expectations: more than {GX_MAX_COLUMNS} columns)")
         return StageResult(name=self.name, status=status, summary=summary, metrics=metrics,
                            findings=findings, details=details)
+
+
+def _may_fail(check: _Check, data: pd.DataFrame) -> bool:
+    """Whether a vectorized look finds a candidate failure of a GX check (anything not understood: True)."""
+    if check.type == "expect_column_to_exist":
+        return check.column not in data.columns
+    series = data[check.column]
+    if check.type == "expect_column_values_to_not_be_null":
+        return bool(series.isna().any())
+    if check.type == "expect_column_values_to_be_between" and _family(series) in ("int", "float"):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        low, high = check.kwargs.get("min_value"), check.kwargs.get("max_value")
+        return bool((low is not None and (values < low).any()) or (high is not None and (values > high).any()))
+    if check.type == "expect_column_values_to_be_in_set" and _family(series) in ("str", "object", "category", "int", "bool"):
+        allowed = {str(v) for v in check.kwargs["value_set"]}
+        return bool((~series.dropna().astype(str).isin(allowed)).any())
+    return True
 
 
 def _exception_message(result: Any) -> str | None:

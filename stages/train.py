@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import ClassifierMixin, is_classifier
-from pydantic import Field
 from sklearn.model_selection import train_test_split
 
 from secure_pipeline.config import did_you_mean
@@ -15,64 +14,23 @@ from secure_pipeline.errors import BadInputError
 from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, StageResult, StageSettings
 
+from secure_pipeline_stages.dp_train import DifferentialPrivacySettings, require_dp_extra, train as train_dp
 
-class DifferentialPrivacySettings(StageSettings):
-    """Train a differentially private model (diffprivlib) with privacy budget `epsilon`."""
 
-    epsilon: float = Field(gt=0)
-    estimator: Literal["logistic_regression", "gaussian_nb"] = "logistic_regression"
-    data_norm: float | None = Field(default=None, gt=0)
+DP_METRICS = ("epsilon", "epsilon_spent", "delta", "noise_multiplier", "max_grad_norm", "epochs", "sample_rate", "batch_size")
 
 
 class TrainSettings(StageSettings):
-    """Estimator by dotted path (any scikit-learn classifier), its params, and the held-out share."""
+    """Estimator by dotted path (any scikit-learn classifier), its params, and the held-out share.
+
+    `differential_privacy` trains a DP-SGD network with Opacus instead (the `dp` extra) and exports it
+    into the equivalent scikit-learn estimator; `estimator` and `params` do not apply then.
+    """
 
     estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
     params: dict[str, Any] = {}
     test_size: float = 0.25
     differential_privacy: DifferentialPrivacySettings | None = None
-
-
-def _diffprivlib() -> Any:
-    """Import diffprivlib, or say precisely why differentially private training is unavailable."""
-    try:
-        import diffprivlib.models  # noqa: F401
-    except ImportError as exc:
-        raise BadInputError(
-            "config: train.differential_privacy: diffprivlib cannot be imported here "
-            f"({type(exc).__name__}: {exc}); it is not a dependency because its latest release, 0.6.6, imports "
-            "sklearn.tree._tree.DOUBLE/DTYPE, which scikit-learn 1.9 removed. Remove train.differential_privacy, or "
-            "install a diffprivlib release that supports scikit-learn 1.9"
-        ) from exc
-    return diffprivlib.models
-
-
-def _dp_estimator(settings: DifferentialPrivacySettings, x: np.ndarray, seed: int) -> Any:
-    """A diffprivlib estimator whose privacy budget is `settings.epsilon`, bounded by the data itself.
-
-    Bounds taken from the data spend no budget only when the caller accepts that the data's range
-    is public; `data_norm`/`bounds` given in the config avoid that (diffprivlib's own warning).
-    """
-    models = _diffprivlib()
-    if settings.estimator == "logistic_regression":
-        norm = settings.data_norm or float(np.linalg.norm(x, axis=1).max())
-        return models.LogisticRegression(epsilon=settings.epsilon, data_norm=norm, random_state=seed)
-    return models.GaussianNB(epsilon=settings.epsilon, bounds=(x.min(axis=0), x.max(axis=0)), random_state=seed)
-
-
-def _plain_copy(dp_model: Any) -> ClassifierMixin:
-    """The fitted DP model as its plain scikit-learn class, so skops and the scanner accept it.
-
-    Differential privacy is a property of how the parameters were fitted; the copy predicts identically.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.naive_bayes import GaussianNB
-
-    plain = LogisticRegression() if hasattr(dp_model, "coef_") else GaussianNB()
-    for name, value in vars(dp_model).items():
-        if name.endswith("_") and not name.startswith("_"):
-            setattr(plain, name, value)
-    return plain
 
 
 def _public_names(module: Any) -> list[str]:
@@ -113,6 +71,17 @@ def _estimator(settings: TrainSettings, seed: int, where: str) -> ClassifierMixi
     return estimator
 
 
+def _check_dp_settings(settings: TrainSettings) -> None:
+    """DP training has its own network: a scikit-learn estimator beside it, or a regression one, is bad input."""
+    chosen = sorted({"estimator", "params"} & settings.model_fields_set)
+    if chosen:
+        raise BadInputError(f"config: train.{chosen[0]} does not apply with train.differential_privacy, which trains its own "
+                            "network (train.differential_privacy.estimator); remove one of them")
+    if settings.differential_privacy.estimator == "linear_regression":
+        raise BadInputError("config: train.differential_privacy.estimator linear_regression needs a regression target and the "
+                            "train stage trains classifiers; choose logistic_regression or mlp")
+
+
 class TrainStage:
     """Fit preprocessing + estimator on the training split; pass the model and test split on."""
 
@@ -121,9 +90,11 @@ class TrainStage:
 
     def __init__(self, settings: TrainSettings) -> None:
         self.settings = settings
-        estimator_class(settings.estimator, "config")  # a typo fails before the data gate and before MLflow
-        if settings.differential_privacy is not None:
-            _diffprivlib()  # fail before any work when the switch cannot be honoured
+        if settings.differential_privacy is None:
+            estimator_class(settings.estimator, "config")  # a typo fails before the data gate and before MLflow
+        else:
+            _check_dp_settings(settings)
+            require_dp_extra()  # fail before any work when the switch cannot be honoured
 
     def run(self, context: Context) -> StageResult:
         labels = context.data[context.target]
@@ -141,30 +112,35 @@ class TrainStage:
             features, labels, test_size=self.settings.test_size, random_state=context.seed, stratify=stratify
         )
         dp = self.settings.differential_privacy
+        extra_outputs: dict[str, Any] = {}
         if dp is None:
             model = with_preprocessing(columns, _estimator(self.settings, context.seed, "config"))
             context.progress(f"train: fitting {self.settings.estimator} on {len(x_train)} rows")
             model.fit(x_train, y_train)
             privacy: dict[str, Any] = {"enabled": False}
         else:
-            model = with_preprocessing(columns, _estimator(self.settings, context.seed, "config"))
+            model = with_preprocessing(columns, None)
             prepared = model.named_steps["preprocess"].fit_transform(x_train)
-            context.progress(f"train: fitting a differentially private {dp.estimator} (epsilon {dp.epsilon}) on {len(x_train)} rows")
-            dp_model = _dp_estimator(dp, np.asarray(prepared, dtype=float), context.seed).fit(prepared, y_train)
-            model.steps[-1] = ("model", _plain_copy(dp_model))
-            privacy = {"enabled": True, "epsilon": dp.epsilon, "mechanism": f"diffprivlib.models.{type(dp_model).__name__}"}
+            context.progress(f"train: DP-SGD (Opacus) {dp.estimator}, epsilon {dp.epsilon}, on {len(x_train)} rows")
+            fitted = train_dp(dp, prepared, y_train.to_numpy(), context.seed)
+            model.steps[-1] = ("model", fitted.estimator)
+            privacy = fitted.privacy
+            extra_outputs["dp_network"] = fitted.network  # the torch network the estimator was copied from
+        name = self.settings.estimator if dp is None else privacy["exported_as"]
         sensitive = [c for c in context.sensitive if c in context.data.columns]
         leaked = _leaked_rows(x_train, x_test)
         return StageResult(
             name=self.name,
             status="passed",
-            summary=f"{self.settings.estimator.rsplit('.', 1)[-1] if dp is None else privacy['mechanism']} fitted on {len(x_train)} rows, "
-            f"{len(columns.used)} features" + (f", differentially private (epsilon {dp.epsilon})" if dp is not None else ""),
+            summary=f"{name.rsplit('.', 1)[-1]} fitted on {len(x_train)} rows, {len(columns.used)} features"
+            + ("" if dp is None else f", differentially private by DP-SGD (epsilon {dp.epsilon}, delta {privacy['delta']:.2g}, "
+               f"noise multiplier {privacy['noise_multiplier']:.3g}, clipping norm {dp.max_grad_norm})"),
             metrics={"train_rows": len(x_train), "test_rows": len(x_test), "features": len(columns.used),
-                     "leaked_test_rows": float(len(leaked)), "leakage_rate": float(len(leaked) / max(len(x_test), 1))},
+                     "leaked_test_rows": float(len(leaked)), "leakage_rate": float(len(leaked) / max(len(x_test), 1)),
+                     **{f"dp_{k}": float(v) for k, v in privacy.items() if k in DP_METRICS}},
             details={
                 "leakage": {"test_rows_duplicating_train": len(leaked), "first_rows": leaked[:20]},
-                "estimator": self.settings.estimator,
+                "estimator": name,
                 "params": {k: v for k, v in model.named_steps["model"].get_params().items() if isinstance(v, (int, float, str, bool, type(None)))},
                 "features": columns.used,
                 "ignored_columns": list(columns.ignored),
@@ -173,7 +149,7 @@ class TrainStage:
             },
             outputs={"model": model, "x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
                      # The sensitive columns of the same rows: audited by the fairness stage, not features.
-                     "s_train": context.data.loc[x_train.index, sensitive], "s_test": context.data.loc[x_test.index, sensitive]},
+                     "s_train": context.data.loc[x_train.index, sensitive], "s_test": context.data.loc[x_test.index, sensitive], **extra_outputs},
         )
 
 

@@ -12,11 +12,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+if TYPE_CHECKING:
+    import prod_stack
 
 BIN = Path(sys.executable).parent
 
@@ -80,21 +83,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`, extra
-    environment `env`); wait until it answers."""
+def launch_mlflow_server(root: Path, options: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`mlflow server OPTIONS` on a free 127.0.0.1 port in its own process group (its workers share it),
+    logging to `root/server.log`, with the environment `env` (default: ours); wait until it answers and
+    return it with its URI."""
     port = free_port()
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,  # its workers share the group
-            env={**os.environ, **(env or {})},
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), *options],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{uri}/health", process, root / "server.log")
+        wait_for_http(f"{uri}/health", process, root / "server.log", timeout=180)
     except RuntimeError:
         stop_process(process)
         raise
@@ -110,8 +111,16 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
                 return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"{url} did not answer: {log.read_text()[-3000:]}")
             time.sleep(0.5)
+
+
+def start_mlflow_server(root: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifacts in `root`, extra
+    environment `env`); wait until it answers."""
+    return launch_mlflow_server(root, ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                       "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                                {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -222,7 +231,9 @@ def release_model(name: str, signer: Any, decision: str, seed: int, workdir: Pat
                 "policy_digest": predicate["policy_digest"], "evidence_sha256": evidence_sha, "run_id": active.info.run_id}
         version = None
         if register:
-            version = tracking.register(logged.uri, name, alias, tags, "test release", active.info.run_id)
+            holder = tracking.alias_holder(name, alias)
+            version = tracking.register(logged.uri, name, alias, tags, "test release", active.info.run_id,
+                                        compared_with=holder.version if holder else None)
     return {"run_id": active.info.run_id, "uri": logged.uri, "version": version, "digest": signed.digest, "model": model,
             "artifacts": Path(mlflow.get_run(active.info.run_id).info.artifact_uri.removeprefix("file://")), "tags": tags}
 
@@ -257,3 +268,17 @@ def register_forged(release: dict, name: str, alias: str) -> str:
                                          tags={f"secure_pipeline.{k}": ("allow" if k == "decision" else v) for k, v in release["tags"].items()})
     client.set_registered_model_alias(name, alias, forged.version)
     return str(forged.version)
+
+
+@pytest.fixture(scope="session")
+def production_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["prod_stack.ProductionServer"]:
+    """The production profile: `mlflow server --app-name basic-auth` on PostgreSQL, artifacts in an
+    S3-compatible store (moto) proxied with `--serve-artifacts`; all on 127.0.0.1, stopped at the end."""
+    import prod_stack
+
+    with prod_stack.postgres() as backend, prod_stack.object_store() as s3:
+        process, server = prod_stack.start_server(tmp_path_factory.mktemp("production-server"), backend, s3)
+        try:
+            yield server
+        finally:
+            stop_process(process, signal.SIGKILL)  # its stores are thrown away with it

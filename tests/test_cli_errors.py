@@ -469,3 +469,112 @@ def test_evidence_keeps_the_sqlite_tracking_uri_as_given() -> None:
 
     assert _redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert _redact("https://user:secret@mlflow.example:5000/path") == "https://mlflow.example:5000/path"
+
+
+# --------------------------------------------------------------------------------------------
+# Input the model cannot take is refused up front; odd column names do not break the run
+# --------------------------------------------------------------------------------------------
+
+
+def _table(path: Path, columns: dict[str, list]) -> Path:
+    import pandas as pd
+
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return path
+
+
+def _features(rows: int, seed: int = 0) -> dict[str, list]:
+    import numpy as np
+
+    x = np.random.default_rng(seed).normal(size=(rows, 3))
+    return {"a": x[:, 0].tolist(), "b": x[:, 1].tolist(), "c": x[:, 2].tolist(), "label": (x[:, 0] > 0).astype(int).tolist()}
+
+
+def test_run_with_a_continuous_target_is_bad_input_before_the_data_gate(capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    """It used to fail after minutes with exit 3 and kilobytes of label arrays."""
+    columns = _features(300)
+    columns["balance"] = [round(v * 1000.0 + 0.37, 2) for v in columns["a"]]
+    data = _table(tmp_path / "credit.csv", columns)
+    code, out, err = run_main(capsys, "run", "--data", str(data), "--target", "balance")
+    line = assert_one_error(code, out, err, 2, str(data), "'balance'", "continuous", "class labels")
+    assert len(line) < 400 and "data gate" not in err
+    assert_registry_untouched(store)
+
+
+@pytest.mark.parametrize("command", ["run", "scan-data"])
+def test_infinite_feature_values_are_bad_input_naming_the_columns(command: str, capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    """They used to end in exit 3, `unexpected failure (ValueError: Input X contains infinity …)`."""
+    columns = _features(120)
+    columns["ratio"] = [float("inf") if i == 7 else 1.0 for i in range(120)]
+    columns["c"][3] = float("-inf")
+    data = _table(tmp_path / "inf.csv", columns)
+    args = ["run", "--data", str(data)] if command == "run" else ["scan-data", str(data)]
+    code, out, err = run_main(capsys, *args, "--target", "label")
+    assert_one_error(code, out, err, 2, str(data), "['c', 'ratio']", "inf", "data.exclude")
+    assert "data gate" not in err
+    assert_registry_untouched(store)
+
+
+def _schema_only_config(path: Path, **extra: object) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"gate": {"checks": ["schema"]}, **extra}))
+    return path
+
+
+def test_scan_data_with_only_the_schema_check_reports_the_others_as_skipped(capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    """The placeholder of a check that did not run used to break the schema (pii needs `columns`)."""
+    data = _table(tmp_path / "small.csv", _features(60))
+    code, out, err = run_main(capsys, "scan-data", str(data), "--target", "label",
+                              "--config", str(_schema_only_config(tmp_path / "config.yaml")), "--json", "-")
+    assert code == 0, err
+    report = json.loads(out)
+    evidence.validate(report, schema_file="data-report-v1.schema.json")
+    assert report["checks"]["schema"]["status"] == "passed"
+    for name in ("label_noise", "poisoning", "pii"):
+        assert report["checks"][name]["status"] == "skipped" and report["checks"][name]["rows"] == []
+    assert report["checks"]["pii"]["columns"] == []
+
+
+def test_dataset_digest_is_of_the_bytes_that_were_checked(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file replaced right after it was parsed: the digest must still describe the parsed bytes.
+    (pandas' reader is wrapped to play the concurrent writer; nothing of the pipeline is faked.)"""
+    import pandas as pd
+
+    from secure_pipeline import runner
+    from secure_pipeline.config import load_config
+
+    data = _table(tmp_path / "data.csv", _features(60))
+    checked = data.read_bytes()
+    original = pd.read_csv
+
+    def read_then_replace(*args, **kwargs):
+        frame = original(*args, **kwargs)
+        data.write_bytes(checked.replace(b"\n", b"\r\n"))  # same table, other bytes
+        return frame
+
+    monkeypatch.setattr(pd, "read_csv", read_then_replace)
+    report = runner.scan_data(data, "label", config=load_config(_schema_only_config(tmp_path / "config.yaml")))
+    assert report["dataset_digest"] == "sha256:" + hashlib.sha256(checked).hexdigest()
+    assert data.read_bytes() != checked
+
+
+def test_run_with_column_names_mlflow_refuses_as_keys_succeeds(store: str, tmp_path: Path) -> None:
+    """Columns named like SQL injection end to end: MLflow refuses such metric keys, which used to end
+    the run with exit 3 after the whole data gate. Keys are escaped; the evidence keeps the names."""
+    import mlflow
+
+    odd = "x'); DROP TABLE runs;--"
+    columns = _features(160, seed=1)
+    columns = {odd: columns["a"], 'b"q': columns["b"], "c": columns["c"], "label": columns["label"]}
+    data = _table(tmp_path / "odd.csv", columns)
+    config = _schema_only_config(tmp_path / "config.yaml", model_stages=["train", "evaluate", "explain"])
+    result = cli("run", "--data", str(data), "--target", "label", "--config", str(config), "--json", "out.json",
+                 cwd=tmp_path, env={"MLFLOW_TRACKING_URI": store})
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads((tmp_path / "out.json").read_text())
+    assert outcome["promoted"] and odd in outcome["evidence"]["dataset"]["columns"]
+    assert odd in outcome["evidence"]["stages"]["train"]["details"]["features"]
+    metrics = mlflow.MlflowClient(store).get_run(outcome["run_id"]).data.metrics
+    escaped = [key for key in metrics if key.startswith("explain.importance.x___ DROP TABLE runs_--_")]
+    assert len(escaped) == 1

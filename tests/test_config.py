@@ -56,7 +56,7 @@ def test_the_bundled_demo_config_is_valid() -> None:
 
     config = demo_config()
     assert config.data.target == "approved"
-    assert config.stage_section("label_noise") == {"max_issue_rate": 0.02}
+    assert config.stage_section("label_noise") == {"p_value": 0.01}
     # Its stage sections validate against the stages' own settings models.
     for name in config.stage_sections():
         load_stage(name, config.stage_section(name), source=config.source)

@@ -219,3 +219,44 @@ def test_wrong_key_for_a_registry_model_names_the_model_not_a_temp_path(lifecycl
     message = str(failure.value)
     assert message.startswith("models:/loan-approval@champion") and "different key" in message
     assert "secure-pipeline-verify-" not in message
+
+
+def test_data_gate_gets_the_verified_champion_evidence_as_baseline(lifecycle: dict) -> None:
+    """The second run's data gate saw the first run's evidence (after verification), and says so."""
+    first = lifecycle["clean"].evidence["data"]["baseline"]
+    assert first == {"reference_rows": None, "champion": None}
+    second = lifecycle["poisoned"].evidence["data"]["baseline"]
+    assert second["champion"] == {"version": "1", "run_id": lifecycle["clean"].run_id, "evidence_verified": True}
+    used = lifecycle["poisoned"].evidence["data"]["checks"]["label_noise"]["details"]["baseline"]
+    assert used["champion"]["run_id"] == lifecycle["clean"].run_id
+    assert used["champion"]["issue_rate"] == lifecycle["clean"].evidence["data"]["checks"]["label_noise"]["metrics"]["issue_rate"]
+
+
+def test_on_flagged_drop_counts_rows_per_class_and_says_so() -> None:
+    """Issue 10: ISLP Default lost 109 of its 333 minority rows to on_flagged: drop, and only the JSON said
+    so. The runner names the rows dropped per class, the evidence carries them, and the baseline policy
+    denies when more than 5 % of any class is dropped."""
+    import pandas as pd
+
+    from secure_pipeline import evidence, policy
+    from secure_pipeline.config import Config
+    from secure_pipeline.stage import Finding, StageResult
+
+    frame = pd.DataFrame({"x": range(100), "y": ["no"] * 90 + ["yes"] * 10})
+    flagged = StageResult(name="label_noise", status="warning", summary="",
+                          findings=tuple(Finding(reason="r", row=r) for r in (0, 1, 95, 96, 97)))
+    config = Config(gate={"on_flagged": "drop"})
+    handling = runner._handle_flagged(frame, "y", {"label_noise": flagged}, config)
+    assert handling.rows_dropped == 5 and len(handling.kept) == 95
+    assert handling.dropped_by_class == {"no": {"dropped": 2, "rows": 90}, "yes": {"dropped": 3, "rows": 10}}
+    assert handling.message() == ("gate: on_flagged=drop removed 5 flagged rows before training; "
+                                  "by class: 'no' 2 of 90 (2.2%), 'yes' 3 of 10 (30.0%)")
+    kept = runner._handle_flagged(frame, "y", {"label_noise": flagged}, Config(gate={"on_flagged": "warn"}))
+    assert kept.rows_dropped == 0 and kept.dropped_by_class == {}
+
+    document = json.loads((Path(__file__).parents[1] / "policies" / "baseline" / "fixtures" / "allow.json").read_text())
+    document["handling"].update(on_flagged="drop", rows_dropped=5, rows_dropped_by_class=handling.dropped_by_class)
+    evidence.validate(document)
+    decision = policy.evaluate(document, packs=["baseline"])
+    assert [v.rule for v in decision.violations] == ["data_gate.class_dropped_share"]
+    assert "3 of the 10 rows of class 'yes'" in decision.violations[0].message

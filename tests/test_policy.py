@@ -26,6 +26,7 @@ DENY_RULES = [
     "data_gate.failed",
     "data_gate.label_noise_rate",
     "data_gate.rows_dropped_rate",
+    "data_gate.class_dropped_share",
     "pii.used_as_feature",
     "model.unsafe_serialization",
     "model.format",
@@ -37,7 +38,7 @@ DENY_RULES = [
     "evaluation.metric_missing",
     "evaluation.worse_than_champion",
 ]
-ALLOW_FIXTURES = ["allow", "allow_champion_within_margin", "allow_pii_pseudonymized"]
+ALLOW_FIXTURES = ["allow", "allow_champion_within_margin", "allow_drop_within_class_share", "allow_pii_pseudonymized"]
 WARN_FIXTURES = ["warn_data_gate.warning"]
 
 # What each denial's message must name (the stage, rows, column, values the rule is about).
@@ -45,6 +46,7 @@ MESSAGE_NEEDLES = {
     "data_gate.failed": ["'poisoning'", "[51, 52]"],
     "data_gate.label_noise_rate": ["0.250", "0.100"],
     "data_gate.rows_dropped_rate": ["300 of 2000 rows"],
+    "data_gate.class_dropped_share": ["108 of the 333 rows of class '1'", "5%"],
     "pii.used_as_feature": ["'email'"],
     "model.unsafe_serialization": ["model.pkl: imports posix.system"],
     "model.format": ["'pickle'", "skops"],
@@ -491,3 +493,18 @@ def test_policy_process_syntax_error_keeps_stdout_clean(tmp_path: Path) -> None:
     result = cli("policy", str(FIXTURES / "allow.json"), "--policy", str(tmp_path), "--json", "-", cwd=tmp_path)
     assert_clean_error(result, 2, "bad.rego:6")
     assert result.stdout == ""  # regopy's own parse-error printout must not leak into the JSON stream
+
+
+def test_label_noise_rate_is_judged_above_its_baseline() -> None:
+    """Issue 10: a hard target flags many clean rows (Smarket 41 %). The rule limits the increase over the
+    baseline the stage judged against; evidence without a baseline falls back to the raw rate."""
+    document = load_fixture("allow")
+    metrics = document["data"]["checks"]["label_noise"]["metrics"]
+    metrics.update(issue_rate=0.41, baseline_rate=0.39, baseline_increase=0.02)
+    assert policy.evaluate(document).allow is True
+    metrics.update(baseline_increase=0.15)
+    decision = policy.evaluate(document)
+    assert [v.rule for v in decision.violations] == ["data_gate.label_noise_rate"]
+    assert "0.150 above its baseline" in decision.violations[0].message
+    del metrics["baseline_increase"], metrics["baseline_rate"]
+    assert [v.rule for v in policy.evaluate(document).violations] == ["data_gate.label_noise_rate"]

@@ -51,6 +51,26 @@ def catalogue(pack: str) -> dict[str, policy.Rule]:
     return {r.id: r for r in decision.rules if r.package == PACKAGE[pack] and r.title != r.id}
 
 
+def merged(base: dict, override: dict) -> dict:
+    """`base` with `override`'s leaves written over it (nested objects merged key by key)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def policy_dir_for(pack: str, fixture: Path, tmp_path: Path) -> Path:
+    """The bundled packs, or a copy whose `pack` data has the fixture's own thresholds merged in."""
+    override = fixture.parent / "thresholds" / fixture.name
+    if not override.is_file():
+        return POLICIES
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES / pack, target / pack, ignore=shutil.ignore_patterns("fixtures"))
+    data_file = target / pack / "data.json"
+    data_file.write_text(json.dumps(merged(json.loads(data_file.read_text()), json.loads(override.read_text()))))
+    return target
+
+
 @pytest.fixture
 def packs_copy(tmp_path: Path) -> Path:
     target = tmp_path / "policies"
@@ -84,9 +104,9 @@ def test_every_rule_has_a_fixture_that_fires_it_and_an_allow_fixture(pack: str) 
 
 
 @pytest.mark.parametrize(("pack", "path"), FIXTURES, ids=[f"{pack}/{p.stem}" for pack, p in FIXTURES])
-def test_fixture_decides_as_its_name_says(pack: str, path: Path) -> None:
+def test_fixture_decides_as_its_name_says(pack: str, path: Path, tmp_path: Path) -> None:
     document = evidence.load(path)  # every fixture is a valid evidence document
-    decision = policy.evaluate(document, packs=[pack])
+    decision = policy.evaluate(document, policy_dir_for(pack, path, tmp_path), [pack])
     own = [v for v in decision.violations if v.package == PACKAGE[pack]]
     warned = [w for w in decision.warnings if w.package == PACKAGE[pack]]
     if path.stem.startswith("allow"):
@@ -136,6 +156,30 @@ def test_gdpr_dpia_reference_in_the_data_file_clears_the_rule(packs_copy: Path) 
     data["thresholds"]["gdpr"]["dpia_reference"] = "DPIA-2026-014"
     data_file.write_text(json.dumps(data))
     assert policy.evaluate(document, packs_copy, ["gdpr"]).allow
+
+
+@pytest.mark.parametrize("pack", ["gdpr", "hipaa"])
+def test_differential_privacy_rule_is_off_by_default_and_on_in_the_privacy_setting(pack: str, tmp_path: Path) -> None:
+    """Bundled data: a model trained without DP is allowed; with `privacy.require_dp` it is denied naming
+    the budget, and a DP model at epsilon 0.5 passes a budget of 1 but not one of 0.25."""
+    fixture = POLICIES / pack / "fixtures" / f"deny_{pack}.differential_privacy.json"
+    assert json.loads((POLICIES / pack / "data.json").read_text())["thresholds"][pack]["privacy"]["require_dp"] is False
+    assert policy.evaluate(json.loads(fixture.read_text()), packs=[pack]).allow
+    directory = policy_dir_for(pack, fixture, tmp_path)
+    (violation,) = policy.evaluate(json.loads(fixture.read_text()), directory, [pack]).violations
+    assert "epsilon <= 1" in violation.message and "without differential privacy" in violation.message
+    within = json.loads((POLICIES / pack / "fixtures" / "allow_differential_privacy_within_budget.json").read_text())
+    assert policy.evaluate(within, directory, [pack]).allow
+    data_file = directory / pack / "data.json"
+    data = json.loads(data_file.read_text())
+    data["thresholds"][pack]["privacy"]["max_epsilon"] = 0.25
+    data_file.write_text(json.dumps(data))
+    (violation,) = policy.evaluate(within, directory, [pack]).violations
+    assert "with epsilon 0.5" in violation.message
+    within["stages"]["train"]["details"]["differential_privacy"].pop("epsilon")  # a claim without a budget fails closed
+    data["thresholds"][pack]["privacy"]["max_epsilon"] = 10
+    data_file.write_text(json.dumps(data))
+    assert [v.rule for v in policy.evaluate(within, directory, [pack]).violations] == [f"{pack}.differential_privacy"]
 
 
 def test_champion_comparison_uses_logged_metrics_when_the_champion_was_not_rescored() -> None:
@@ -198,6 +242,8 @@ def test_missing_data_file_is_exit_2(capsys: pytest.CaptureFixture[str], packs_c
     ("baseline", ["baseline", "max_label_issue_rate"], "high", "thresholds/baseline/max_label_issue_rate"),
     ("baseline", ["baseline", "min_metrics", "accuracy"], "0.8", "thresholds/baseline/min_metrics/accuracy"),
     ("gdpr", ["gdpr", "large_scale_rows"], 10.5, "thresholds/gdpr/large_scale_rows"),
+    ("gdpr", ["gdpr", "privacy", "require_dp"], "yes", "thresholds/gdpr/privacy/require_dp"),
+    ("hipaa", ["hipaa", "privacy", "max_epsilon"], 0, "thresholds/hipaa/privacy/max_epsilon"),
     ("pci-dss", ["pci_dss", "pan_kinds"], "payment_card", "thresholds/pci_dss/pan_kinds"),
 ])
 def test_threshold_of_the_wrong_type_is_exit_2(capsys: pytest.CaptureFixture[str], packs_copy: Path, pack: str, path: list[str], value: object, needle: str) -> None:

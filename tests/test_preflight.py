@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from secure_pipeline import demo
-from secure_pipeline.config import load_config
+from secure_pipeline.config import DataSettings, load_config
 from secure_pipeline.errors import BadInputError
+from secure_pipeline_stages.dp_train import DifferentialPrivacySettings
 
 from conftest import assert_clean_error, cli
 
@@ -53,11 +54,11 @@ def test_estimator_that_is_not_a_class_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("sections", "needles"), [
-    ({"data": {"targett": "approved"}}, ["unknown key 'data.targett'", "did you mean target?", "exclude, path, reference, sensitive, target"]),
+    ({"data": {"targett": "approved"}}, ["unknown key 'data.targett'", "did you mean target?", ", ".join(sorted(DataSettings.model_fields))]),
     ({"signing": {"methd": "key"}}, ["unknown key 'signing.methd'", "did you mean method?", "private_key"]),
     ({"train": {"differential_privacy": {"epsilon": 1.0, "epsilom": 2}}},
-     ["unknown key 'differential_privacy.epsilom'", "did you mean epsilon?", "data_norm, epsilon, estimator"]),
-    ({"label_noise": {"max_issue_ratee": 0.1}}, ["unknown key 'max_issue_ratee'", "did you mean max_issue_rate?"]),
+     ["unknown key 'differential_privacy.epsilom'", "did you mean epsilon?", ", ".join(sorted(DifferentialPrivacySettings.model_fields))]),
+    ({"label_noise": {"p_valeu": 0.1}}, ["unknown key 'p_valeu'", "did you mean p_value?"]),
     ({"pi": {"action": "drop"}}, ["unknown key 'pi'", "did you mean pii?", "valid keys:"]),
 ])
 def test_unknown_nested_key_lists_the_valid_ones(tmp_path: Path, sections: dict, needles: list[str]) -> None:

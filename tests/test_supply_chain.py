@@ -609,21 +609,99 @@ def test_load_verified_audits_skops_trusted_types(registry: dict, keys: KeyPair,
     mlmodel.write_text(mlmodel.read_text().replace("skops_trusted_types:", "skops_trusted_types:\n  - builtins.eval"))
     with pytest.raises(CheckFailedError, match=r"changed: MLmodel"):
         verification.load_verified("models:/fraud@champion", public_key=keys.public)
+    import mlflow.sklearn
     import skops.io
     import yaml
     from sklearn.tree import DecisionTreeClassifier
 
     copy = registry["dir"] / "audit-copy"
-    copy.mkdir()
     tree = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
-    skops.io.dump(tree, copy / "model.skops")
-    needed = skops.io.get_untrusted_types(file=copy / "model.skops")
+    needed = skops.io.get_untrusted_types(data=skops.io.dumps(tree))
     assert "sklearn.tree._tree.Tree" in needed
-    (copy / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": {"skops_trusted_types": needed}}}))
-    verification._audit_trusted_types(copy, "models:/x")  # the recorded list covers what skops needs
-    (copy / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": {"skops_trusted_types": []}}}))
-    with pytest.raises(CheckFailedError, match=r"sklearn\.tree\._tree\.Tree, not among the trusted types recorded"):
-        verification._audit_trusted_types(copy, "models:/x")
+    mlflow.sklearn.save_model(tree, copy, serialization_format="skops", skops_trusted_types=needed)
+    flavor = verification._recorded_trusted_types(copy, "models:/x")
+    verification._audit_needed_types(copy, "models:/x", flavor)  # the recorded list covers what skops needs
+    assert verification._load_audited(copy, "models:/x", flavor).predict([[1.0]]).tolist() == [1]
+    described = yaml.safe_load((copy / "MLmodel").read_text())
+    described["flavors"]["sklearn"]["skops_trusted_types"] = [*needed, "builtins.eval"]
+    (copy / "MLmodel").write_text(yaml.safe_dump(described))
+    with pytest.raises(CheckFailedError, match=r"trusts type\(s\) builtins\.eval, which the allowlist refuses"):
+        verification._recorded_trusted_types(copy, "models:/x")
+    described["flavors"]["sklearn"]["skops_trusted_types"] = []
+    (copy / "MLmodel").write_text(yaml.safe_dump(described))
+    flavor = verification._recorded_trusted_types(copy, "models:/x")
+    with pytest.raises(CheckFailedError, match=r"model\.skops needs type sklearn\.tree\._tree\.Tree, not among the trusted types recorded"):
+        verification._audit_needed_types(copy, "models:/x", flavor)  # check_verified's walk, for serve
+    with pytest.raises(CheckFailedError, match=r"needs type\(s\) \['sklearn\.tree\._tree\.Tree'\], not among the trusted types recorded"):
+        verification._load_audited(copy, "models:/x", flavor)  # load_verified's: skops' own check in the load
+
+
+def _temp_entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_load_verified_leaves_nothing_in_the_temporary_folder(registry: dict, keys: KeyPair, other_keys: KeyPair,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call used to leave a full copy of the model behind: on success and on every failure."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its folder; let it read TMPDIR again
+    before = _temp_entries(scratch)
+    assert verification.load_verified("models:/fraud@champion", public_key=keys.public) is not None
+    with pytest.raises(CheckFailedError, match="different key"):
+        verification.load_verified("models:/fraud@champion", public_key=other_keys.public)
+    with pytest.raises(CheckFailedError, match="decision is 'deny'"):
+        verification.load_verified("models:/fraud@hijacked", public_key=keys.public)
+    with pytest.raises(BadInputError, match="no-such-model"):
+        verification.load_verified("models:/no-such-model@champion", public_key=keys.public)
+    verified = verification.verify_registered("models:/fraud@champion", keys.public)
+    assert verified.local_path is None and verified.version == registry["approved"]["version"]
+    assert _temp_entries(scratch) == before
+
+
+def test_a_run_without_a_signature_is_never_signed(registry: dict, keys: KeyPair, tmp_path: Path) -> None:
+    """A genuinely absent artifact (the store lists the run's artifacts without it) means not signed."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from secure_pipeline import runner, tracking
+
+    x = pd.DataFrame(np.random.default_rng(5).normal(size=(30, 2)), columns=["a", "b"])
+    model = LogisticRegression().fit(x, (x["a"] > 0).astype(int))
+    with tracking.run("supply-chain", run_name="unsigned") as active:
+        logged = tracking.log_model(model, runner._trusted_types(model), x.head(2), tmp_path)
+    tracking.register(logged.uri, "unsigned", "champion", {}, "never signed", active.info.run_id, compared_with=None)
+    with pytest.raises(CheckFailedError, match="no model signature logged with the source run .*never signed"):
+        verification.verify_registered("models:/unsigned@champion", keys.public)
+
+
+def test_an_unreachable_artifact_store_is_infrastructure_not_unsigned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `mlflow server` serves a run's artifacts, then stops: that is an outage (exit 3), not
+    "the run has no signature" (exit 1), which a stopped store used to be reported as."""
+    import mlflow
+
+    from secure_pipeline import tracking
+    from conftest import start_mlflow_server, stop_process
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    wanted = (tracking.SIGNATURE_ARTIFACT, tracking.EVIDENCE_ARTIFACT)
+    server, uri = start_mlflow_server(tmp_path)
+    try:
+        tracking.connect(uri)
+        with tracking.run("artifact-outage") as active:
+            mlflow.log_text("a bundle", tracking.SIGNATURE_ARTIFACT)
+        found = tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "up")
+        assert found[tracking.SIGNATURE_ARTIFACT].read_text() == "a bundle"
+        assert found[tracking.EVIDENCE_ARTIFACT] is None  # listed by the store as absent
+    finally:
+        stop_process(server)
+    with pytest.raises(InfrastructureError, match=f"{uri} unreachable while reading the artifacts of run {active.info.run_id}"):
+        tracking.download_run_artifacts(active.info.run_id, wanted, tmp_path / "down")
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mlflow
 
-from conftest import BIN, cli, start_mlflow_server, stop_process
+from conftest import BIN, start_mlflow_server, stop_process
 
 
 def test_concurrent_first_use_of_a_fresh_sqlite_store(tmp_path: Path) -> None:

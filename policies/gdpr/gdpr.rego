@@ -43,6 +43,15 @@ rules := {
 		"controls": ["GDPR Art. 32(1)(b) ability to ensure the ongoing confidentiality, integrity, availability and resilience of processing systems"],
 		"evidence": ["signature.present", "model.scan.clean"],
 	},
+	"gdpr.differential_privacy": {
+		"severity": "high",
+		"title": "the model is trained with differential privacy within the epsilon budget, when thresholds.gdpr.privacy.require_dp is set",
+		"controls": [
+			"GDPR Art. 25(1) data protection by design: appropriate technical measures designed to implement the data-protection principles",
+			"GDPR Art. 32(1) security of processing appropriate to the risk, taking into account the state of the art",
+		],
+		"evidence": ["stages.train.details.differential_privacy.enabled", "stages.train.details.differential_privacy.epsilon"],
+	},
 }
 
 violation(id, msg) := object.union(rules[id], {"id": id, "msg": msg})
@@ -103,3 +112,27 @@ integrity_shown if {
 	input.signature.present
 	input.model.scan.clean
 }
+
+# Off by default (thresholds.gdpr.privacy.require_dp: false): a model that memorises its training rows
+# can disclose them; DP-SGD with a small epsilon bounds what any one row changes in the model.
+deny contains violation(
+	"gdpr.differential_privacy",
+	sprintf("thresholds.gdpr.privacy requires a differentially private model with epsilon <= %v; the model was trained %s (Art. 25(1), 32(1))",
+		[limits.privacy.max_epsilon, dp_trained_as]),
+) if {
+	limits.privacy.require_dp
+	not dp_within_budget
+}
+
+dp_within_budget if {
+	dp := input.stages.train.details.differential_privacy
+	dp.enabled == true
+	is_number(dp.epsilon)
+	dp.epsilon <= limits.privacy.max_epsilon
+}
+
+dp_trained_as := sprintf("with epsilon %v", [dp.epsilon]) if {
+	dp := input.stages.train.details.differential_privacy
+	dp.enabled == true
+	is_number(dp.epsilon)
+} else := "without differential privacy (or with no recorded epsilon)"

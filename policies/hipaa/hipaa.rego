@@ -37,6 +37,15 @@ rules := {
 		"controls": ["45 CFR 164.312(b) audit controls: record and examine activity in systems that contain or use ePHI"],
 		"evidence": ["run.tracking_uri"],
 	},
+	"hipaa.differential_privacy": {
+		"severity": "high",
+		"title": "the model is trained with differential privacy within the epsilon budget, when thresholds.hipaa.privacy.require_dp is set",
+		"controls": [
+			"45 CFR 164.514(b)(1) expert determination: the risk that information could identify an individual is very small",
+			"45 CFR 164.502(b)(1) minimum necessary: limit protected health information to the minimum necessary",
+		],
+		"evidence": ["stages.train.details.differential_privacy.enabled", "stages.train.details.differential_privacy.epsilon"],
+	},
 }
 
 violation(id, msg) := object.union(rules[id], {"id": id, "msg": msg})
@@ -96,3 +105,27 @@ warn contains violation(
 	some prefix in limits.local_tracking_prefixes
 	startswith(uri, prefix)
 }
+
+# Off by default (thresholds.hipaa.privacy.require_dp: false): a model trained on ePHI can disclose
+# its training rows to membership inference; DP-SGD with a small epsilon bounds that risk.
+deny contains violation(
+	"hipaa.differential_privacy",
+	sprintf("thresholds.hipaa.privacy requires a differentially private model with epsilon <= %v; the model was trained %s (45 CFR 164.514(b)(1))",
+		[limits.privacy.max_epsilon, dp_trained_as]),
+) if {
+	limits.privacy.require_dp
+	not dp_within_budget
+}
+
+dp_within_budget if {
+	dp := input.stages.train.details.differential_privacy
+	dp.enabled == true
+	is_number(dp.epsilon)
+	dp.epsilon <= limits.privacy.max_epsilon
+}
+
+dp_trained_as := sprintf("with epsilon %v", [dp.epsilon]) if {
+	dp := input.stages.train.details.differential_privacy
+	dp.enabled == true
+	is_number(dp.epsilon)
+} else := "without differential privacy (or with no recorded epsilon)"

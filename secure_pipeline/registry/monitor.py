@@ -53,7 +53,7 @@ def attested_profile(verified: verification.VerifiedModel, workdir: Path) -> tup
     if not expected:
         raise CheckFailedError(f"{where}: its attestation binds no training profile (released before profiles were attested); "
                                "release the model again to monitor it")
-    path = tracking.download_run_artifact(str(verified.run_id), tracking.PROFILE_ARTIFACT, workdir / "profile")
+    path = tracking.download_run_artifacts(str(verified.run_id), [tracking.PROFILE_ARTIFACT], workdir / "profile")[tracking.PROFILE_ARTIFACT]
     if path is None or not path.is_file():
         raise CheckFailedError(f"{where}: the attested training profile {tracking.PROFILE_ARTIFACT} is missing from run {verified.run_id}")
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
@@ -130,14 +130,14 @@ def label_check(model: Any, batch: pd.DataFrame, target: str, released: dict[str
             "drop": {k: released[k] - v for k, v in scores.items() if k in released}}, confident
 
 
-def _report(uri: str, verified: verification.VerifiedModel, batch_path: Path, batch: pd.DataFrame, profile: dict[str, Any],
-            profile_sha: str, target: str | None) -> dict[str, Any]:
+def _report(uri: str, verified: verification.VerifiedModel, batch_path: Path, batch: pd.DataFrame, batch_sha: str,
+            profile: dict[str, Any], profile_sha: str, target: str | None) -> dict[str, Any]:
     predicate = (verified.attestation or {}).get("predicate", {})
     name = predicate.get("model_name", "")
     return {
         "schema": SCHEMA,
         "model": {"uri": uri, "name": name, "version": verified.version, "run_id": verified.run_id, "digest": verified.digest},
-        "batch": {"path": str(batch_path), "sha256": data_io.file_sha256(batch_path), "rows": int(len(batch)),
+        "batch": {"path": str(batch_path), "sha256": batch_sha, "rows": int(len(batch)),
                   "columns": [str(c) for c in batch.columns], "target": target},
         "profile": {"sha256": profile_sha, "artifact": tracking.PROFILE_ARTIFACT, "rows": profile.get("rows"), "target": profile.get("target")},
     }
@@ -149,7 +149,7 @@ def monitor(batch_path: Path, uri: str, trust: signing.Trust, *, target: str | N
     monitoring pack and log a monitoring run; bad input raises before anything is logged."""
     import mlflow.sklearn
 
-    batch = data_io.read_table(Path(batch_path), what="batch")
+    batch, batch_sha = data_io.read_dataset(Path(batch_path), what="batch")
     if target is not None:
         data_io.require_column(batch, target, Path(batch_path))
     if batch.empty:
@@ -162,7 +162,7 @@ def monitor(batch_path: Path, uri: str, trust: signing.Trust, *, target: str | N
         trained_target = str(profile.get("target") or "")
         if target is not None and target != trained_target:
             raise BadInputError(f"--target {target}: the model was trained to predict '{trained_target}'; name that column")
-        report = _report(uri, verified, Path(batch_path), batch, profile, profile_sha, target)
+        report = _report(uri, verified, Path(batch_path), batch, batch_sha, profile, profile_sha, target)
         report["columns"] = column_check(batch, profile, target)
         report["drift"] = drift_check(batch, profile_path, trained_target, target is not None, workdir)
         report["poisoning"] = {"duplicate_share": float(batch.duplicated().mean()), "confident_disagreement": None}

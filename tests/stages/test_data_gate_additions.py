@@ -124,7 +124,10 @@ def test_reference_expectations_are_a_gx_suite(tmp_path):
     assert {5, 6, 7, 8, 9, 10} <= set(result.rows)
     range_rows = {f.row for f in result.findings if f.detector == "range"}
     assert range_rows == {5, 6, 7, 8, 9, 10}  # no false alarm against a small reference
-    suite = json.loads(result.artifacts["reference_expectations"].read_text())
+    assert not result.artifacts  # stages stay free of I/O: the runner writes the suite
+    from secure_pipeline.runner import _write_suite
+
+    suite = json.loads(_write_suite(result.outputs["reference_expectations"], tmp_path).read_text())
     kinds = {e["type"] for e in suite["expectations"]}
     assert kinds == {"expect_column_values_to_be_between"}
     f2 = next(e for e in suite["expectations"] if e["kwargs"]["column"] == "f2")
@@ -184,3 +187,18 @@ def test_html_data_report_has_plots_and_flagged_rows():
     table = data_report.flagged_rows(results)
     assert {r["row"] for r in table} >= {1, 2, 3, 4, 5, 6}
     assert all(r["reason"] for r in table)
+
+
+def test_gate_verdict_names_failed_checks_and_next_steps():
+    from secure_pipeline import gate
+    from secure_pipeline.stage import StageResult
+
+    results = {"label_noise": StageResult(name="label_noise", status="failed", summary="s"),
+               "pii": StageResult(name="pii", status="passed", summary="s")}
+    report = gate.data_report(results, rows=10, dataset_digest="sha256:" + "0" * 64)
+    line = gate.verdict(report, "data.csv")
+    assert line.startswith("data gate FAILED for data.csv (10 rows, sha256:")
+    assert "label_noise failed" in line and "--reference" in line and "--config" in line and "waiver" in line
+    report["checks"]["label_noise"]["status"] = "warning"
+    report["passed"] = True
+    assert gate.verdict(report, "data.csv").endswith(")")  # a pass needs no advice

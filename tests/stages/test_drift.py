@@ -49,6 +49,8 @@ def test_shifted_numeric_and_categorical_columns_drift(tmp_path):
     assert tests["a"]["test"] == "ks" and tests["a"]["psi"] > 0.5
     assert tests["kind"]["test"] == "chi2" and tests["kind"]["p_value"] < 1e-6
     assert {f.column for f in result.findings} == {"a", "kind"}
+    assert "drift.action: warn" in result.summary and "--reference" in result.summary  # says what to do next
+    assert result.details["baseline"] == {"source": "reference data", "reference_rows": 2000}
 
 
 def test_profile_is_written_and_reused(tmp_path):

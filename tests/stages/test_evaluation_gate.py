@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from secure_pipeline import demo
-from secure_pipeline.errors import BadInputError
 from secure_pipeline.stage import Context, StageResult, load_stage
 from secure_pipeline_stages.robustness import Perturber, evasion_attack
 
@@ -72,18 +71,6 @@ def test_train_hands_on_the_sensitive_column_of_the_same_rows(fair: Context, cle
     assert list(out["s_test"].index) == list(out["x_test"].index)
     assert (out["s_test"]["gender"] == clean.loc[out["x_test"].index, "gender"]).all()
     assert fair.results["train"].details["differential_privacy"] == {"enabled": False}
-
-
-def test_differential_privacy_switch_trains_with_diffprivlib_or_says_precisely_why_not(clean: pd.DataFrame) -> None:
-    try:
-        import diffprivlib.models  # noqa: F401
-    except ImportError:
-        with pytest.raises(BadInputError, match=r"train\.differential_privacy: diffprivlib cannot be imported.*scikit-learn 1\.9|diffprivlib"):
-            load_stage("train", {"differential_privacy": {"epsilon": 1.0}})
-        return
-    context = Context(data=clean, target="approved", workdir=Path(tempfile.mkdtemp()), feature_exclude=("gender",), sensitive=("gender",))
-    result = load_stage("train", {"estimator": "sklearn.linear_model.LogisticRegression", "differential_privacy": {"epsilon": 1.0}}).run(context)
-    assert result.details["differential_privacy"]["enabled"] and result.details["differential_privacy"]["epsilon"] == 1.0
 
 
 # ------------------------------------------------------------------------------------- fairness
@@ -220,3 +207,18 @@ def test_explain_ranks_the_informative_features_and_writes_a_model_card(fair: Co
     limitations = data["considerations"]["technicalLimitations"]
     assert any(entry.startswith("robustness: ") for entry in limitations)  # evaluated, or "not evaluated"
     assert any("membership inference" in e["name"] for e in data["considerations"]["ethicalConsiderations"])
+
+
+def test_explain_on_a_wide_table_assesses_a_bounded_sample_of_columns_and_says_so() -> None:
+    """Permutation importance costs columns × repeats scorings: 5,000 columns took most of an hour.
+    A wide table gets a seeded sample of `max_features` columns, and the evidence says how many."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(240, 300))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(300)]).assign(approved=(x[:, 7] > 0).astype(int))
+    wide = fit(frame, "sklearn.linear_model.LogisticRegression", exclude=(), sensitive=())
+    run(wide, "evaluate")
+    sampled = run(wide, "explain", {"max_features": 25, "repeats": 1})
+    assert sampled.details["features_assessed"] == 25 and sampled.details["features_total"] == 300
+    assert len(sampled.details["permutation_importance"]) == 25 and "25 of 300 features sampled" in sampled.summary
+    full = run(wide, "explain", {"max_features": 300, "repeats": 1})
+    assert full.details["permutation_importance"][0]["feature"] == "f7" and "sampled" not in full.summary

@@ -183,6 +183,19 @@ def test_numeric_columns_are_not_checked_for_phones_or_small_numbers():
     assert set(result.details["checked_columns"]) == {"phone_like", "amount", "count"}
 
 
+def test_short_numbers_are_not_national_ids():
+    """python-stdnum pads short numbers (`bsn.is_valid('1120')` is true): a constant 4-digit area code
+    column, as integers or as text, is no BSN (issue 10: it was reported as BSN in 100 % and dropped)."""
+    from stdnum.nl import bsn
+
+    assert bsn.is_valid("1120")  # the library's padding that the format check guards against
+    data = frame(area_code=np.full(N, 1120, dtype="int64"), area_text=["1120"] * N,
+                 zip5=np.array([10_000 + 37 * i for i in range(N)], dtype="int64"))
+    result = run(data)
+    assert result.status == "passed", result.details
+    assert result.details["kinds"] == {} and result.details["drop_columns"] == []
+
+
 def test_integer_bsn_column_is_found():
     result = run(frame(col=np.array(bsns(), dtype="int64")))
     assert result.details["kinds"] == {"col": "nl_bsn"}

@@ -150,29 +150,39 @@ def test_flood_without_label_conflict_is_still_a_flood():
 
 
 def test_conflicting_exact_duplicates():
+    # Six copies, label flipped, of rows far from the class boundary: more conflicts than the data's coarseness explains.
     data = table(rows=400, seed=5)
-    dup = data.iloc[[11, 22, 33]].copy()
+    originals = np.flatnonzero((data["a"] + data["b"]).abs() > 1.5)[:6].tolist()
+    dup = data.iloc[originals].copy()
     dup["y"] = 1 - dup["y"]
     data = pd.concat([data, dup], ignore_index=True)
     result = run(data)
     found = rows_by(result, "duplicates")
-    assert {11, 22, 33, 400, 401, 402} <= found
-    assert result.metrics["conflicting_duplicate_groups"] == 3
+    assert {*originals, *range(400, 406)} <= found
+    assert result.metrics["conflicting_duplicate_groups"] == 6
     assert result.status == "failed"
     assert "conflicting labels" in rows_by_reason(result, 400, "duplicates")
+    assert result.details["detectors"]["duplicates"]["baseline"]["exact_conflicts"]["p_value"] < 1e-3
 
 
 def test_conflicting_near_duplicates():
+    # Five near copies, label flipped, of rows far from the class boundary (their neighbours agree): more conflicts
+    # than the data's coarseness explains.
     data = table(rows=400, seed=6)
-    near = data.iloc[[5, 6]].copy()
+    originals = np.flatnonzero((data["a"] + data["b"]).abs() > 1.5)[:5].tolist()
+    near = data.iloc[originals].copy()
     near[["a", "b"]] += 1e-5
     near["y"] = 1 - near["y"]
     data = pd.concat([data, near], ignore_index=True)
     result = run(data)
     found = rows_by(result, "duplicates")
-    assert {5, 6, 400, 401} <= found
-    assert result.details["detectors"]["duplicates"]["near_conflicting_groups"] == 2
-    assert result.status == "failed"
+    assert {*originals, 400, 401, 402, 403, 404} <= found
+    duplicates = result.details["detectors"]["duplicates"]
+    assert duplicates["near_conflicting_groups"] == 5 and duplicates["conflicting_groups"] == 0
+    assert result.metrics["near_conflicting_duplicate_groups"] == 5
+    assert result.metrics["conflicting_duplicate_groups"] == 0
+    assert "0 exact and 5 near duplicate group(s) with conflicting labels" in result.summary  # agrees with the JSON
+    assert duplicates["decisive"] and result.status == "failed"
 
 
 def test_in_range_categorical_trigger_cluster():
@@ -220,11 +230,12 @@ def test_backdoor_of_the_majority_class_is_found_by_its_neighbours():
         data.loc[victims, column] = float(np.quantile(data[column], q, method="closest_observation"))
     data.loc[victims, "y"] = 1
     result = run(data)
-    found = rows_by(result, "label_conditional")
+    # Issue #10: the trigger-cluster test now compares with the rows' neighbourhood, so it may find them first.
+    found = rows_by(result, "label_conditional") | rows_by(result, "trigger_cluster")
     assert len(found & set(victims.tolist())) >= 9, result.summary  # recall >= 0.75
     assert len(found - set(victims.tolist())) <= 3
     assert result.status == "failed"
-    assert "backdoor pattern" in result.summary
+    assert "backdoor" in result.summary
 
 
 def test_label_flips_are_not_a_backdoor_pattern():
@@ -236,17 +247,22 @@ def test_label_flips_are_not_a_backdoor_pattern():
     assert not rows_by(run(data), "label_conditional")
 
 
-def test_flagged_share_fails_only_beyond_three_binomial_sd():
-    # 150 rows at max_flagged_rate 1 %: 1.5 expected, + 3 SD = 5.1; two outliers are the table's own.
-    data = table(rows=150, seed=13)
+def test_out_of_range_counts_are_judged_against_the_columns_own_tail():
+    # Issue #10: no fixed share of flagged rows blocks. Two extreme values are the table's own (warning); six far
+    # beyond what the column's tail predicts block, and the evidence records that baseline and its p-value.
+    data = table(rows=600, seed=13)
     data.loc[[3, 4], "c"] = [60.0, -55.0]
     result = run(data)
-    assert {3, 4} <= set(result.rows) and len(result.rows) <= 5
+    assert {3, 4} <= set(result.rows)
     assert result.status == "warning", result.summary
+    assert "--reference" in result.summary  # says what would make the counts decisive
     data.loc[[10, 11, 12, 13, 14, 15], "d"] = [70.0, -65.0, 80.0, -75.0, 90.0, 66.0]
     result = run(data)
     assert result.status == "failed"
-    assert "+ 3 SD: 5 rows" in result.summary
+    judged = result.details["detectors"]["range"]["baseline"]
+    assert judged["kind"] == "batch_tail"
+    assert judged["columns"]["d"]["decisive"] and judged["columns"]["d"]["p_value"] < 1e-3
+    assert "range: out-of-range values in d" in result.summary and "poisoning.robust_z" in result.summary
 
 
 def test_values_more_precise_than_the_column_are_flagged():
