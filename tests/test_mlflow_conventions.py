@@ -59,7 +59,7 @@ def test_version_is_the_installed_distribution() -> None:
 
 def test_promoted_then_blocked_run_under_secure_pipeline_run(project: dict) -> None:
     root, uri = project["root"], project["uri"]
-    env = {"MLFLOW_TRACKING_URI": uri}
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
     promoted = cli("run", "--config", str(root / "pipeline.yaml"), "--data", str(root / "good.csv"), cwd=root, env=env)
     assert promoted.returncode == 0, promoted.stderr[-3000:]
     pii_summary = next(line for line in promoted.stderr.splitlines() if "data gate pii: warning" in line).split(" — ", 1)[1]
@@ -80,7 +80,7 @@ def test_blocked_under_mlflow_run_looks_the_same_and_lands_in_the_configured_exp
     in the config's experiment, and the Default run points at it."""
     root, uri = project["root"], project["uri"]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri}
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
         env.pop(leaked, None)
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
