@@ -74,8 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         policy=_path(args.policy),
         tracking_uri=_optional(args.tracking_uri),
         demo=_optional(args.demo),
-        packs=tuple(args.pack) if args.pack else None,
+        packs=tuple(p for arg in args.pack or () for p in arg.split(",") if p) or None,
         waivers=_path(args.waivers),
+        experiment=_optional(args.experiment),
     )
     _check_report_target(args)
     if options.demo not in (None, "clean", "poisoned"):
@@ -90,10 +91,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_json(outcome.to_json(), args.json)
     _write_report(outcome.evidence["policy"], args)
     decision = outcome.evidence["policy"]
-    for check_name, check in outcome.evidence["data"]["checks"].items():
+    checks = outcome.evidence["data"]["checks"]
+    for check_name, check in checks.items():
         _say(f"  data gate {check_name}: {check['status']} — {check['summary']}")
     for warning in decision["warnings"]:
-        _say(f"  warning [{warning['rule']}]: {warning['message']}")
+        if not any(check["summary"] and check["summary"] in warning["message"] for check in checks.values()):  # said above
+            _say(f"  warning [{warning['rule']}]: {warning['message']}")
     if outcome.promoted:
         _say(f"PROMOTED: {outcome.model_name} version {outcome.version} is now @{outcome.alias} (run {outcome.run_id}).")
         key = f" --public-key {outcome.public_key}" if outcome.public_key else " --public-key PUBLIC_KEY_PEM"
@@ -329,7 +332,10 @@ def _write_output(text: str, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (also used by the docs test)."""
+    from secure_pipeline import __version__
+
     parser = _Parser(prog="secure-pipeline", description="Enforced, evidenced security gates for ML models on MLflow.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def report_options(sub: argparse.ArgumentParser, what: str = "the policy decision", case: str = "rule") -> None:
@@ -359,10 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--key", help="EC private key (PEM) to sign with (default: config, else development keys)")
     run.add_argument("--policy", help="directory of Rego policy packs (default: the bundled policies)")
     run.add_argument("--pack", action="append", metavar="NAME",
-                     help="policy pack to evaluate, repeatable: baseline, gdpr, hipaa, pci-dss or a pack of --policy "
+                     help="policy pack to evaluate, repeatable or comma-separated: baseline, gdpr, hipaa, pci-dss or a pack of --policy "
                           "(default: policy.packs, else baseline, or every pack of a custom --policy)")
     run.add_argument("--waivers", metavar="FILE", help="waivers file (YAML/JSON): accepted risks with owner, reason and expiry")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    run.add_argument("--experiment", metavar="NAME", help="MLflow experiment to log the run in (default: tracking.experiment, else secure-pipeline)")
     run.add_argument("--demo", metavar="{clean,poisoned}", help="run on the bundled demo data (the default, clean, when no data or config is given)")
     json_option(run)
     report_options(run)

@@ -6,8 +6,9 @@ stage, whose own settings model validates its section.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Iterable, Literal, Mapping, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -107,12 +108,40 @@ class Config(BaseModel):
         return dict(self.model_extra or {})
 
 
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest candidate to a mistyped name, else ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (`X`, `X | None`, `Optional[X]`), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_nested_model, get_args(annotation)) if m is not None), None)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (the path of an unknown key), walking nested sections."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        nested = _nested_model(field.annotation) if field is not None else None
+        if nested is None:
+            return None
+        model = nested
+    return model
+
+
 def _describe(error: ValidationError, where: str, model: type[BaseModel]) -> str:
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        valid = ", ".join(sorted(model.model_fields)) if len(first["loc"]) == 1 else "see the docs"
-        return f"{where}: unknown key '{field}'; valid keys here: {valid}"
+        holder = _model_at(model, tuple(first["loc"]))
+        if holder is None:
+            return f"{where}: unknown key '{field}'; remove it"
+        keys = sorted(set(holder.model_fields) - {"source"})
+        hint = did_you_mean(str(first["loc"][-1]), keys)
+        return f"{where}: unknown key '{field}'{hint}; valid keys here: {', '.join(keys)}"
     return f"{where}: '{field}': {first['msg']}; got {first.get('input')!r}"
 
 
@@ -165,7 +194,7 @@ def load_config(path: Path | None = None) -> Config:
     for name in config.stage_sections():
         if name not in stages:
             valid = sorted(set(Config.model_fields) - {"source"} | set(stages))
-            raise BadInputError(f"{path}: unknown key '{name}'; valid keys: {', '.join(valid)}")
+            raise BadInputError(f"{path}: unknown key '{name}'{did_you_mean(name, valid)}; valid keys: {', '.join(valid)}")
     from secure_pipeline.stage import load_stage
 
     for name, section in config.stage_sections().items():

@@ -50,6 +50,7 @@ class RunOptions:
     demo: str | None = None
     packs: tuple[str, ...] | None = None
     waivers: Path | None = None
+    experiment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
     waivers_mod.load(waivers)  # a missing or malformed waivers file fails before any work
     signer, public_key = _signer(config, options.key, progress)
     uri = tracking.connect(options.tracking_uri or config.tracking.uri)
-    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(config.tracking.experiment, run_name=model_name) as active:
+    with tempfile.TemporaryDirectory(prefix="secure-pipeline-") as tmp, tracking.run(options.experiment or config.tracking.experiment, run_name=model_name) as active:
         workdir = Path(tmp)
         log = _logger()
         tracking.log_params({
@@ -348,6 +349,7 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             **{f"{name}.{k}": v for name, section in config.stage_sections().items() for k, v in section.items()},
         })
         tracking.log_dataset(frame, data_path, dataset_sha, target)
+        tracking.set_tags({"dataset_sha256": dataset_sha})  # on the run page from the start, even if a later step fails
         champion = _champion(model_name, alias, public_key, uri, progress)
         context = _context(frame, ref, data_path, target, config, workdir, progress)
         context.champion, context.baseline = champion, (champion or {}).get("evidence")
@@ -440,6 +442,8 @@ def run(options: RunOptions = RunOptions(), progress: Progress = _silent) -> Run
             version = tracking.register(logged.uri, model_name, alias, {**tags, "run_id": active.info.run_id},
                                         _description(document, active.info.run_id, alias), active.info.run_id,
                                         compared_with=train_context.champion["version"] if train_context.champion else None)
+        else:
+            tracking.end_blocked(model_name)
         return RunOutcome(document, decision.allow, model_name, alias, version, active.info.run_id, uri, public_key)
 
 

@@ -31,6 +31,7 @@ BOM_ARTIFACT = f"{ARTIFACT_DIR}/ml-bom.cdx.json"
 PROFILE_ARTIFACT = f"{ARTIFACT_DIR}/training-profile.json"  # reference profile of the training data, bound by the attestation
 MONITORING_EXPERIMENT = "secure-pipeline-monitoring"
 TAG_PREFIX = "secure_pipeline."
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default`, where `mlflow run` puts a run when not told otherwise
 REGISTRY_META = "registered_model_meta"  # written by MLflow into downloaded registry models
 
 
@@ -62,6 +63,7 @@ def connect(uri: str | None) -> str:
     """Point MLflow at the tracking store and check that it answers; raise `InfrastructureError` if not."""
     import mlflow
 
+    quiet()  # library callers too: no download progress bars or INFO logs (the user's own settings win)
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///"):
         _initialise_sqlite(uri)
@@ -175,9 +177,14 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     import mlflow
 
     with infrastructure_errors("starting the run"):
+        project_run = _project_run_in_default()
         if not os.environ.get("MLFLOW_RUN_ID"):
             mlflow.set_experiment(experiment)
         active = mlflow.start_run(run_name=run_name)
+        if project_run:
+            mlflow.MlflowClient().set_tag(project_run, "mlflow.note.content", f"secure-pipeline logged this project run in experiment "
+                                          f"`{experiment}`, run `{active.info.run_id}`.")
+            mlflow.MlflowClient().set_tag(project_run, f"{TAG_PREFIX}run_id", active.info.run_id)
     try:
         yield active
     except BaseException:
@@ -187,6 +194,29 @@ def run(experiment: str, run_name: str | None = None) -> Iterator[Any]:
     else:
         with infrastructure_errors("ending the run"):
             mlflow.end_run()
+
+
+def end_blocked(run_name: str) -> None:
+    """End the active run as the policy blocked it: status FAILED (as `mlflow run` shows the exit 1 of
+    a block) and the run name `BLOCKED <run_name>`, so the runs table tells it from a promotion."""
+    import mlflow
+
+    with infrastructure_errors("marking the run blocked"):
+        mlflow.set_tag("mlflow.runName", f"BLOCKED {run_name}")
+        mlflow.end_run(status="FAILED")
+
+
+def _project_run_in_default() -> str | None:
+    """Under `mlflow run` without --experiment-name, MLflow created the run in the Default experiment:
+    forget it (its id is returned, to point it at ours) so that the run starts in the configured experiment."""
+    import mlflow
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id or mlflow.MlflowClient().get_run(run_id).info.experiment_id != DEFAULT_EXPERIMENT_ID:
+        return None
+    del os.environ["MLFLOW_RUN_ID"]
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    return run_id
 
 
 def log_monitoring_run(report: dict[str, Any]) -> str:

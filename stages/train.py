@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import ClassifierMixin, is_classifier
 from sklearn.model_selection import train_test_split
 
+from secure_pipeline.config import did_you_mean
 from secure_pipeline.errors import BadInputError
 from secure_pipeline.features import as_text_categories, split_columns, with_preprocessing
 from secure_pipeline.stage import Context, StageResult, StageSettings
@@ -32,14 +33,32 @@ class TrainSettings(StageSettings):
     differential_privacy: DifferentialPrivacySettings | None = None
 
 
-def _estimator(settings: TrainSettings, seed: int, where: str) -> ClassifierMixin:
-    module_name, _, class_name = settings.estimator.rpartition(".")
+def _public_names(module: Any) -> list[str]:
+    return [n for n in getattr(module, "__all__", dir(module)) if not n.startswith("_")]
+
+
+def estimator_class(path: str, where: str) -> type:
+    """The scikit-learn estimator class a dotted path names; a typo is a `BadInputError` with a did-you-mean."""
+    module_name, _, class_name = path.rpartition(".")
     if not module_name.startswith("sklearn."):
-        raise BadInputError(f"{where}: train.estimator '{settings.estimator}' is not a scikit-learn estimator; name one such as sklearn.ensemble.RandomForestClassifier")
+        raise BadInputError(f"{where}: train.estimator '{path}' is not a scikit-learn estimator; name one such as sklearn.ensemble.RandomForestClassifier")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise BadInputError(f"{where}: train.estimator '{settings.estimator}' not found in scikit-learn") from exc
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        import sklearn
+
+        hint = did_you_mean(module_name.removeprefix("sklearn."), _public_names(sklearn))
+        raise BadInputError(f"{where}: train.estimator '{path}': no module {module_name} in scikit-learn{hint}") from exc
+    cls = getattr(module, class_name, None) if not class_name.startswith("_") else None
+    if not isinstance(cls, type):
+        hint = did_you_mean(class_name, _public_names(module))
+        raise BadInputError(f"{where}: train.estimator '{path}': {module_name} has no estimator {class_name}{hint}")
+    return cls
+
+
+def _estimator(settings: TrainSettings, seed: int, where: str) -> ClassifierMixin:
+    cls = estimator_class(settings.estimator, where)
+    class_name = cls.__name__
     params = dict(settings.params)
     if "random_state" in cls().get_params() and "random_state" not in params:
         params["random_state"] = seed
@@ -71,7 +90,9 @@ class TrainStage:
 
     def __init__(self, settings: TrainSettings) -> None:
         self.settings = settings
-        if settings.differential_privacy is not None:
+        if settings.differential_privacy is None:
+            estimator_class(settings.estimator, "config")  # a typo fails before the data gate and before MLflow
+        else:
             _check_dp_settings(settings)
             require_dp_extra()  # fail before any work when the switch cannot be honoured
 
