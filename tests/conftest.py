@@ -274,14 +274,34 @@ def register_forged(release: dict, name: str, alias: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def production_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["prod_stack.ProductionServer"]:
+def production_stores() -> Iterator[tuple[str, str]]:
+    """A throw-away PostgreSQL cluster and moto's S3 server on 127.0.0.1: (database URI, S3 endpoint)."""
+    import prod_stack
+
+    with prod_stack.postgres() as backend, prod_stack.object_store() as s3:
+        yield backend, s3
+
+
+@pytest.fixture(scope="session")
+def production_server(production_stores: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator["prod_stack.ProductionServer"]:
     """The production profile: `mlflow server --app-name basic-auth` on PostgreSQL, artifacts in an
     S3-compatible store (moto) proxied with `--serve-artifacts`; all on 127.0.0.1, stopped at the end."""
     import prod_stack
 
-    with prod_stack.postgres() as backend, prod_stack.object_store() as s3:
-        process, server = prod_stack.start_server(tmp_path_factory.mktemp("production-server"), backend, s3)
-        try:
-            yield server
-        finally:
-            stop_process(process, signal.SIGKILL)  # its stores are thrown away with it
+    process, server = prod_stack.start_server(tmp_path_factory.mktemp("production-server"), *production_stores)
+    try:
+        yield server
+    finally:
+        stop_process(process, signal.SIGKILL)  # its stores are thrown away with it
+
+
+@pytest.fixture(scope="session")
+def direct_s3_server(production_stores: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow server` on the same PostgreSQL cluster without `--serve-artifacts`: clients use s3:// themselves."""
+    import prod_stack
+
+    process, uri = prod_stack.start_direct_server(tmp_path_factory.mktemp("direct-s3-server"), *production_stores)
+    try:
+        yield uri
+    finally:
+        stop_process(process, signal.SIGKILL)

@@ -72,7 +72,8 @@ def _as(user: str | None, command: list[str]) -> list[str]:
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
     """A throw-away PostgreSQL cluster on a free 127.0.0.1 port (unix socket in its own folder); yields the
-    SQLAlchemy URI of its `mlflow` database and stops the cluster on exit."""
+    SQLAlchemy URI of its `mlflow` database (`mlflow_auth` and `mlflow_direct` beside it) and stops the
+    cluster on exit."""
     user = _unprivileged_user()
     base = Path(tempfile.mkdtemp(prefix="secure-pipeline-pg-"))  # not under pytest's root-only tmp folders
     data, sockets = base / "data", base / "sockets"
@@ -90,7 +91,7 @@ def postgres() -> Iterator[str]:
     try:
         if started.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not start: {started.stderr}{log.read_text() if log.exists() else ''}")
-        for database in ("mlflow", "mlflow_auth"):
+        for database in ("mlflow", "mlflow_auth", "mlflow_direct"):
             subprocess.run(_as(user, [postgres_bin("createdb"), "-h", str(sockets), "-p", str(port), "-U", "postgres", database]),
                            check=True, capture_output=True)
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
@@ -138,6 +139,16 @@ def start_server(root: Path, backend: str, s3_endpoint: str) -> tuple[subprocess
                                                "--artifacts-destination", f"s3://{BUCKET}/{root.name}", "--serve-artifacts",
                                                "--workers", "2"], env)
     return process, ProductionServer(uri, password, s3_endpoint, BUCKET, root)
+
+
+def start_direct_server(root: Path, backend: str, s3_endpoint: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`mlflow server` on PostgreSQL (database `mlflow_direct`) whose clients write and read the S3
+    store themselves (`--no-serve-artifacts`, `--default-artifact-root s3://...`); returns it and its URI."""
+    env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
+    return launch_mlflow_server(root, ["--backend-store-uri", backend.rsplit("/", 1)[0] + "/mlflow_direct", "--no-serve-artifacts",
+                                       "--default-artifact-root", f"s3://{BUCKET}/direct", "--workers", "1"], env)
 
 
 def small_project(directory: Path, private_key: Path, public_key: Path, *, model_name: str, rows: int = 600) -> Path:

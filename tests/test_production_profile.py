@@ -139,3 +139,40 @@ def test_a_version_whose_promotion_the_server_refuses_is_removed(promoted: dict,
                           compared_with=str(champion.version))
     assert {v.version for v in as_admin.search_model_versions(f"name='{MODEL}'")} == before
     assert as_admin.get_model_version_by_alias(MODEL, "champion").version == champion.version
+
+
+def test_lifecycle_with_the_pipeline_writing_to_the_object_store_itself(direct_s3_server: str, production_stores: tuple[str, str],
+                                                                         keys: KeyPair, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `--serve-artifacts` the pipeline writes and reads `s3://` itself (endpoint and keys in its
+    environment): promoted, verified, loaded; a byte changed in the bucket fails verification."""
+    from secure_pipeline import load_verified
+    from secure_pipeline.errors import CheckFailedError
+
+    s3_endpoint = production_stores[1]
+    env = {"MLFLOW_TRACKING_URI": direct_s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, **prod_stack.S3_KEYS}
+    config = prod_stack.small_project(tmp_path, keys.private, keys.public, model_name="direct-s3")
+    result = cli("run", "--config", str(config), "--json", "result.json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads((tmp_path / "result.json").read_text())
+    verified = cli("verify", "models:/direct-s3@champion", "--public-key", str(keys.public), cwd=tmp_path, env=env)
+    assert verified.returncode == 0, verified.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    model = load_verified("models:/direct-s3@champion", public_key=keys.public, tracking_uri=direct_s3_server)
+    assert len(model.predict(pd.read_csv(tmp_path / "loans.csv").drop(columns=["approved", "email", "gender"]).head(3))) == 3
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=prod_stack.S3_KEYS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=prod_stack.S3_KEYS["AWS_SECRET_ACCESS_KEY"], region_name=prod_stack.S3_KEYS["AWS_DEFAULT_REGION"])
+    stored = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prod_stack.BUCKET, Prefix="direct/")
+              for o in page.get("Contents", [])]
+    target = next(k for k in stored if outcome["evidence"]["model"]["model_id"] in k and k.endswith(".skops"))
+    body = bytearray(s3.get_object(Bucket=prod_stack.BUCKET, Key=target)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    s3.put_object(Bucket=prod_stack.BUCKET, Key=target, Body=bytes(body))
+    tampered = cli("verify", "models:/direct-s3@champion", "--public-key", str(keys.public), cwd=tmp_path, env=env)
+    assert tampered.returncode == 1 and Path(target).name in tampered.stderr, tampered.stderr
+    with pytest.raises(CheckFailedError, match=Path(target).name):
+        load_verified("models:/direct-s3@champion", public_key=keys.public, tracking_uri=direct_s3_server)
